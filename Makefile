@@ -1,0 +1,63 @@
+# SPDX-License-Identifier: MIT
+#
+# The human entry point; CMake does the work.
+#   make          Release build in build/ (build/bin/democritus, build/bin/toml-decode, tools)
+#   make run      install what is missing, build, start a node with the default config
+#   make test     install, build the ASan+UBSan tree in build/asan/, lint, run every test
+#   make bench    build and run the benchmarks under bench/
+#   make fuzz     run each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make format   rewrite sources with clang-format
+# Variables: JOBS (parallel build jobs), ARGS (extra daemon flags for `make run`),
+#            CTEST_ARGS (e.g. "-L unit" or "-R toml"), FUZZ_SECONDS.
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+CMAKE_FLAGS ?=
+BUILD := build
+ASAN := build/asan
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+.PHONY: all deps build run test lint format-check format bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: deps build
+	$(BUILD)/bin/democritus daemon $(ARGS)
+
+$(ASAN)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DDC_SANITIZE=ON -DDC_WERROR=ON \
+		-DDC_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
+
+test: deps $(ASAN)/CMakeCache.txt format-check
+	cmake --build $(ASAN) -j $(JOBS)
+	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "clang-format: clean"
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+bench: deps build
+	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && "$$b"; done; true
+
+fuzz: deps $(ASAN)/CMakeCache.txt
+	cmake --build $(ASAN) -j $(JOBS)
+	@for f in $(ASAN)/fuzz/*_fuzz; do \
+		name=$$(basename $$f _fuzz); mkdir -p tests/fuzz/corpus/$$name; \
+		echo "== $$name ($(FUZZ_SECONDS)s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 tests/fuzz/corpus/$$name || exit 1; \
+	done
+
+clean:
+	rm -rf $(BUILD)
