@@ -31,6 +31,19 @@ DC_MUST_CHECK int dc_base32_decode(const char *s, size_t slen, uint8_t *out, siz
 DC_MUST_CHECK int dc_base16_encode(const uint8_t *in, size_t len, char *out, size_t cap);
 DC_MUST_CHECK int dc_base16_decode(const char *s, size_t slen, uint8_t *out, size_t cap);
 
+/* Multibase prefixes of the bases above (the lower-case alphabets, which we emit). */
+#define DC_MULTIBASE_BASE58BTC 'z'
+#define DC_MULTIBASE_BASE32    'b'
+#define DC_MULTIBASE_BASE16    'f'
+
+/*
+ * Encodes in[0..len) as a multibase string: the prefix 'base' (one of DC_MULTIBASE_*) followed
+ * by the encoding, NUL-terminated in out (capacity 'cap'). Returns the string length including
+ * the prefix, DC_EUNSUPPORTED for another base, or DC_ELIMIT when 'cap' is too small.
+ */
+DC_MUST_CHECK int dc_multibase_encode(char base, const uint8_t *in, size_t len, char *out,
+                                      size_t cap);
+
 /*
  * Decodes a multibase string: the first character picks the base ('z' base58btc, 'b'/'B'
  * base32, 'f'/'F' base16). Returns the byte count, DC_EUNSUPPORTED for another prefix, or as
