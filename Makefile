@@ -8,17 +8,31 @@
 #   make fuzz     run each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make format   rewrite sources with clang-format
 # Variables: JOBS (parallel build jobs), ARGS (extra daemon flags for `make run`),
-#            CTEST_ARGS (e.g. "-L unit" or "-R toml"), FUZZ_SECONDS.
+#            CTEST_ARGS (e.g. "-L unit" or "-R toml"), FUZZ_SECONDS,
+#            GPU (cuda|vulkan: build llama.cpp's GPU backend; cpu: turn it off again).
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
+GPU ?=
+
+# GPU backends are llama.cpp's own CMake options (docs/engine.md). A CMake cache remembers them,
+# so GPU=cpu is how a tree built with GPU=cuda goes back to CPU only.
+ifeq ($(GPU),cuda)
+override CMAKE_FLAGS += -DGGML_CUDA=ON
+else ifeq ($(GPU),vulkan)
+override CMAKE_FLAGS += -DGGML_VULKAN=ON
+else ifeq ($(GPU),cpu)
+override CMAKE_FLAGS += -DGGML_CUDA=OFF -DGGML_VULKAN=OFF
+else ifneq ($(GPU),)
+$(error GPU=$(GPU) is not one of cuda, vulkan, cpu)
+endif
 BUILD := build
 ASAN := build/asan
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build run test lint format-check format bench fuzz clean
+.PHONY: all deps build run test format-check format bench fuzz clean docs
 
 all: build
 
@@ -61,3 +75,10 @@ fuzz: deps $(ASAN)/CMakeCache.txt
 
 clean:
 	rm -rf $(BUILD)
+
+# Regenerates config.example.toml and the part of docs/configuration.md after its marker line.
+docs: build
+	$(BUILD)/bin/democritus config example > config.example.toml
+	sed '/^<!-- generated: democritus config docs -->$$/q' docs/configuration.md > docs/.cfg.tmp
+	$(BUILD)/bin/democritus config docs >> docs/.cfg.tmp
+	mv docs/.cfg.tmp docs/configuration.md
