@@ -64,3 +64,38 @@ function(dc_fuzz_target name)
     add_test(NAME fuzz.${name} COMMAND ${name}_fuzz -runs=0 ${corpus})
     set_tests_properties(fuzz.${name} PROPERTIES LABELS fuzz)
 endfunction()
+
+# dc_protobuf(<target> PROTOS <files relative to proto/...>)
+# Runs protoc-c on each .proto (proto_path = proto/) into the build tree and adds the generated
+# .pb-c.c files to <target>; includes resolve as "libp2p/kad.pb-c.h". Generated code is built
+# without our warning flags (it is not ours to lint).
+find_program(PROTOC_C protoc-c)
+pkg_check_modules(PROTOBUF_C IMPORTED_TARGET libprotobuf-c)
+function(dc_protobuf target)
+    cmake_parse_arguments(M "" "" "PROTOS" ${ARGN})
+    if(NOT PROTOC_C OR NOT TARGET PkgConfig::PROTOBUF_C)
+        message(FATAL_ERROR "protoc-c and libprotobuf-c are needed: run scripts/install-deps")
+    endif()
+    set(out_dir ${CMAKE_BINARY_DIR}/proto)
+    set(gen_sources)
+    foreach(p ${M_PROTOS})
+        string(REGEX REPLACE "\\.proto$" "" stem ${p})
+        set(c ${out_dir}/${stem}.pb-c.c)
+        set(h ${out_dir}/${stem}.pb-c.h)
+        add_custom_command(OUTPUT ${c} ${h}
+            COMMAND ${CMAKE_COMMAND} -E make_directory ${out_dir}
+            COMMAND ${PROTOC_C} --proto_path=${CMAKE_SOURCE_DIR}/proto --c_out=${out_dir}
+                    ${CMAKE_SOURCE_DIR}/proto/${p}
+            DEPENDS ${CMAKE_SOURCE_DIR}/proto/${p}
+            COMMENT "protoc-c ${p}")
+        list(APPEND gen_sources ${c})
+    endforeach()
+    add_library(${target}_proto STATIC ${gen_sources})
+    target_include_directories(${target}_proto PUBLIC ${out_dir})
+    target_link_libraries(${target}_proto PUBLIC PkgConfig::PROTOBUF_C)
+    target_compile_options(${target}_proto PRIVATE -w)
+    if(DC_SANITIZE)
+        target_compile_options(${target}_proto PRIVATE -fsanitize=address,undefined)
+    endif()
+    target_link_libraries(${target} PUBLIC ${target}_proto)
+endfunction()
