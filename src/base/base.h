@@ -14,30 +14,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DC_MUST_CHECK __attribute__((warn_unused_result))
+#define DC_MUST_CHECK        __attribute__((warn_unused_result))
 #define DC_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#define DC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define DC_UNUSED(x) ((void)(x))
+#define DC_ARRAY_LEN(a)      (sizeof(a) / sizeof((a)[0]))
+#define DC_UNUSED(x)         ((void)(x))
 
 /* Error codes. The errno ones are spelled out so callers need not mix conventions. */
-#define DC_ENOMEM (-ENOMEM)
-#define DC_EINVAL (-EINVAL)
-#define DC_ENOENT (-ENOENT)
-#define DC_EAGAIN (-EAGAIN)
-#define DC_ETIMEDOUT (-ETIMEDOUT)
-#define DC_EPERM (-EPERM)
-#define DC_EEXIST (-EEXIST)
-#define DC_EBUSY (-EBUSY)
-#define DC_ECORRUPT (-1001)     /* malformed input: file, message or frame */
-#define DC_ELIMIT (-1002)       /* a configured or hard size/count limit was hit */
-#define DC_EPEER (-1003)        /* the remote peer misbehaved or failed */
-#define DC_EPROTO (-1004)       /* protocol violation or negotiation failure */
-#define DC_ECONFIG (-1005)      /* invalid configuration */
-#define DC_ESTATE (-1006)       /* call not valid in the object's current state */
-#define DC_ECRYPTO (-1007)      /* bad signature, failed decryption, weak key */
-#define DC_ECLOSED (-1008)      /* the other side closed */
+#define DC_ENOMEM       (-ENOMEM)
+#define DC_EINVAL       (-EINVAL)
+#define DC_ENOENT       (-ENOENT)
+#define DC_EAGAIN       (-EAGAIN)
+#define DC_ETIMEDOUT    (-ETIMEDOUT)
+#define DC_EPERM        (-EPERM)
+#define DC_EEXIST       (-EEXIST)
+#define DC_EBUSY        (-EBUSY)
+#define DC_ECORRUPT     (-1001) /* malformed input: file, message or frame */
+#define DC_ELIMIT       (-1002) /* a configured or hard size/count limit was hit */
+#define DC_EPEER        (-1003) /* the remote peer misbehaved or failed */
+#define DC_EPROTO       (-1004) /* protocol violation or negotiation failure */
+#define DC_ECONFIG      (-1005) /* invalid configuration */
+#define DC_ESTATE       (-1006) /* call not valid in the object's current state */
+#define DC_ECRYPTO      (-1007) /* bad signature, failed decryption, weak key */
+#define DC_ECLOSED      (-1008) /* the other side closed */
 #define DC_EUNSUPPORTED (-1009) /* recognised but not supported */
-#define DC_ETRUNCATED (-1010)   /* input ended early; more bytes may complete it */
+#define DC_ETRUNCATED   (-1010) /* input ended early; more bytes may complete it */
 
 /* Returns a static, human-readable description of 'err' (a DC_E* or -errno code). */
 const char *dc_strerror(int err);

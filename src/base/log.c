@@ -110,12 +110,12 @@ void dc_log(enum dc_log_level level, const char *component, const char *fmt, ...
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             now.tv_nsec / 1000000);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
 
     if (log_format == DC_LOG_FORMAT_JSON) {
-        pos = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"",
-                               ts, dc_log_level_name(level));
+        pos =
+            (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"",
+                             ts, dc_log_level_name(level));
         json_escape(line, &pos, sizeof(line), component);
         memcpy(line + pos, "\",\"msg\":\"", 9);
         pos += 9;

@@ -35,12 +35,11 @@ DC_MUST_CHECK int dc_log_format_parse(const char *s, enum dc_log_format *out);
 const char *dc_log_level_name(enum dc_log_level level);
 
 /* Writes one line: timestamp, level, component ("daemon", "p2p", ...) and the message. */
-void dc_log(enum dc_log_level level, const char *component, const char *fmt, ...)
-    DC_PRINTF(3, 4);
+void dc_log(enum dc_log_level level, const char *component, const char *fmt, ...) DC_PRINTF(3, 4);
 
 #define dc_log_error(comp, ...) dc_log(DC_LOG_ERROR, comp, __VA_ARGS__)
-#define dc_log_warn(comp, ...) dc_log(DC_LOG_WARN, comp, __VA_ARGS__)
-#define dc_log_info(comp, ...) dc_log(DC_LOG_INFO, comp, __VA_ARGS__)
+#define dc_log_warn(comp, ...)  dc_log(DC_LOG_WARN, comp, __VA_ARGS__)
+#define dc_log_info(comp, ...)  dc_log(DC_LOG_INFO, comp, __VA_ARGS__)
 #define dc_log_debug(comp, ...) dc_log(DC_LOG_DEBUG, comp, __VA_ARGS__)
 
 #endif

@@ -10,7 +10,7 @@
 #include "daemon/config.h"
 
 #define CLI_MAX_FLAGS 128
-#define CLI_MAX_POS 16
+#define CLI_MAX_POS   16
 
 enum cli_opt_kind {
     CLI_BOOL,  /* --name sets *set */

@@ -9,8 +9,8 @@ int cli_cmd_daemon(int argc, char **argv)
     struct dc_config cfg;
     bool done;
     const struct cli_opt opts[] = {
-        {"no-model", 0, CLI_BOOL, NULL, "run a P2P-only node without a model engine",
-         &opt.no_model, NULL},
+        {"no-model", 0, CLI_BOOL, NULL, "run a P2P-only node without a model engine", &opt.no_model,
+         NULL},
     };
     struct cli_ctx ctx = {
         .cmd = "daemon",

@@ -105,8 +105,7 @@ int cli_cmd_keygen(int argc, char **argv)
     }
     rc = dc_identity_save_file(id, path, force, err, sizeof(err));
     if (rc == DC_EEXIST) {
-        fprintf(stderr, "democritus keygen: %s already exists; use --force to replace it\n",
-                path);
+        fprintf(stderr, "democritus keygen: %s already exists; use --force to replace it\n", path);
         goto out;
     }
     if (rc < 0) {

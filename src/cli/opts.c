@@ -44,8 +44,7 @@ int cli_usage_error(const struct cli_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nusage: democritus %s\nTry 'democritus %s --help'.\n", ctx->usage,
-            ctx->cmd);
+    fprintf(stderr, "\nusage: democritus %s\nTry 'democritus %s --help'.\n", ctx->usage, ctx->cmd);
     return 2;
 }
 
@@ -155,8 +154,7 @@ int cli_load_config(const struct cli_ctx *ctx, struct dc_config *cfg)
     char err[1024];
     int rc;
 
-    rc = dc_config_load(cfg, ctx->config_path, environ, ctx->flags, ctx->n_flags, err,
-                        sizeof(err));
+    rc = dc_config_load(cfg, ctx->config_path, environ, ctx->flags, ctx->n_flags, err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "democritus %s: %s\n", ctx->cmd, err);
         return 2;

@@ -29,7 +29,7 @@ enum key_type {
 };
 
 #define KF_SECRET 1u /* never printed, logged or echoed in an error */
-#define KF_PATH 2u   /* a filesystem path ("~/" expanded) */
+#define KF_PATH   2u /* a filesystem path ("~/" expanded) */
 
 struct key_def {
     const char *section;
@@ -53,8 +53,8 @@ static const struct key_def schema[] = {
     {"node", "listen_addresses", KT_LIST, OFF(listen_addresses), "/ip4/0.0.0.0/tcp/4001", NULL,
      "listen", NULL, 0, 0, 0,
      "Multiaddrs the P2P host listens on. Port 0 picks a free port. Flag repeatable."},
-    {"node", "bootstrap_nodes", KT_LIST, OFF(bootstrap_nodes), "", NULL, "bootstrap", NULL, 0, 0,
-     0, "Peers to dial at start, as multiaddrs ending in /p2p/<PeerId>. Flag repeatable."},
+    {"node", "bootstrap_nodes", KT_LIST, OFF(bootstrap_nodes), "", NULL, "bootstrap", NULL, 0, 0, 0,
+     "Peers to dial at start, as multiaddrs ending in /p2p/<PeerId>. Flag repeatable."},
     {"node", "state_dir", KT_STRING, OFF(state_dir), NULL,
      "$XDG_DATA_HOME/democritus or ~/.local/share/democritus", "state-dir", NULL, 0, 0, KF_PATH,
      "Directory for the identity key, databases, lock and daemon.json (created 0700)."},
@@ -72,14 +72,14 @@ static const struct key_def schema[] = {
      "GGUF model this node serves. Unset: the first GGUF in models_dir."},
     {"expert", "max_context", KT_INT, OFF(max_context), "4096", NULL, "max-context", NULL, 0,
      1048576, 0, "Context length (tokens) per sequence; 0 = the model's own."},
-    {"expert", "temperature", KT_FLOAT, OFF(temperature), "0.7", NULL, "temperature", NULL, 0, 2,
-     0, "Default sampling temperature when a request gives none."},
+    {"expert", "temperature", KT_FLOAT, OFF(temperature), "0.7", NULL, "temperature", NULL, 0, 2, 0,
+     "Default sampling temperature when a request gives none."},
     {"expert", "backend", KT_ENUM, OFF(backend), "local", NULL, "backend", "local|upstream", 0, 0,
      0, "local: run the GGUF with the built-in engine; upstream: forward to upstream_url."},
-    {"expert", "upstream_url", KT_STRING, OFF(upstream_url), NULL, NULL, "upstream-url", NULL, 0,
-     0, 0, "Base URL of an OpenAI-compatible server, for backend = \"upstream\"."},
-    {"engine", "models_dir", KT_STRING, OFF(models_dir), "./models", NULL, "models-dir", NULL, 0,
-     0, KF_PATH, "Folder of GGUF files the registry lists and loads on demand."},
+    {"expert", "upstream_url", KT_STRING, OFF(upstream_url), NULL, NULL, "upstream-url", NULL, 0, 0,
+     0, "Base URL of an OpenAI-compatible server, for backend = \"upstream\"."},
+    {"engine", "models_dir", KT_STRING, OFF(models_dir), "./models", NULL, "models-dir", NULL, 0, 0,
+     KF_PATH, "Folder of GGUF files the registry lists and loads on demand."},
     {"engine", "threads", KT_INT, OFF(threads), "0", NULL, "threads", NULL, 0, 1024, 0,
      "Compute threads per model; 0 = one per physical core."},
     {"engine", "parallel", KT_INT, OFF(parallel), "4", NULL, "parallel", NULL, 1, 256, 0,
@@ -242,8 +242,8 @@ static int set_float(struct dc_config *cfg, const struct key_def *k, double v,
     char detail[96];
 
     if (!(v >= (double)k->min && v <= (double)k->max)) {
-        snprintf(detail, sizeof(detail), "%g is out of range (%lld to %lld)", v,
-                 (long long)k->min, (long long)k->max);
+        snprintf(detail, sizeof(detail), "%g is out of range (%lld to %lld)", v, (long long)k->min,
+                 (long long)k->max);
         return key_error(err, errlen, o, k, "%s", detail);
     }
     *(double *)((char *)cfg + k->offset) = v;
@@ -324,8 +324,7 @@ static int set_from_toml(struct dc_config *cfg, const struct key_def *k,
     case KT_STRING:
     case KT_ENUM:
         if (t != DC_TOML_STRING)
-            return key_error(err, errlen, o, k, "expected a string, got %s",
-                             dc_toml_type_name(t));
+            return key_error(err, errlen, o, k, "expected a string, got %s", dc_toml_type_name(t));
         s = dc_toml_string(v, &len);
         return set_string(cfg, k, s, len, o, err, errlen);
     case KT_INT:
@@ -338,8 +337,7 @@ static int set_from_toml(struct dc_config *cfg, const struct key_def *k,
         if (t == DC_TOML_INTEGER)
             return set_float(cfg, k, (double)dc_toml_int(v), o, err, errlen);
         if (t != DC_TOML_FLOAT)
-            return key_error(err, errlen, o, k, "expected a number, got %s",
-                             dc_toml_type_name(t));
+            return key_error(err, errlen, o, k, "expected a number, got %s", dc_toml_type_name(t));
         return set_float(cfg, k, dc_toml_float(v), o, err, errlen);
     case KT_LIST: {
         struct dc_strlist *list = (struct dc_strlist *)((char *)cfg + k->offset);
@@ -501,8 +499,10 @@ static int apply_file(struct dc_config *cfg, const char *path, char *err, size_t
         const char *sname = dc_toml_key_at(root, i, &sec);
 
         if (!known_section(sname)) {
-            snprintf(err, errlen, "%s:%u: unknown section [%s] (sections: node, expert, "
-                     "engine, api, log)", path, dc_toml_line(sec), sname);
+            snprintf(err, errlen,
+                     "%s:%u: unknown section [%s] (sections: node, expert, "
+                     "engine, api, log)",
+                     path, dc_toml_line(sec), sname);
             rc = DC_ECONFIG;
             goto out;
         }
@@ -520,9 +520,9 @@ static int apply_file(struct dc_config *cfg, const char *path, char *err, size_t
 
             if (k == NULL) {
                 const char *hint = suggest_key(sname, kname);
-                snprintf(err, errlen, "%s:%u: [%s] unknown key '%s'%s%s%s", path,
-                         dc_toml_line(v), sname, kname, hint ? " (did you mean '" : "",
-                         hint ? hint : "", hint ? "'?)" : "");
+                snprintf(err, errlen, "%s:%u: [%s] unknown key '%s'%s%s%s", path, dc_toml_line(v),
+                         sname, kname, hint ? " (did you mean '" : "", hint ? hint : "",
+                         hint ? "'?)" : "");
                 rc = DC_ECONFIG;
                 goto out;
             }
@@ -642,8 +642,9 @@ int dc_config_load(struct dc_config *cfg, const char *path, char *const *env,
         goto fail;
     }
     if (cfg->private_swarm_key != NULL && cfg->private_swarm_key_file != NULL) {
-        snprintf(err, errlen, "[node] private_swarm_key and private_swarm_key_file are both "
-                              "set; keep one");
+        snprintf(err, errlen,
+                 "[node] private_swarm_key and private_swarm_key_file are both "
+                 "set; keep one");
         rc = DC_ECONFIG;
         goto fail;
     }
@@ -810,8 +811,8 @@ void dc_config_write_docs(FILE *f)
             snprintf(type, sizeof(type), "%s", type_doc(k));
         }
         fprintf(f, "| `[%s]` | `%s` | %s | %s%s%s | `%s` | `--%s` | %s%s |\n", k->section, k->key,
-                type, def[0] ? "`" : "", def[0] ? def : "(empty)", def[0] ? "`" : "", env,
-                k->flag, k->help, (k->flags & KF_SECRET) ? " Secret: never logged." : "");
+                type, def[0] ? "`" : "", def[0] ? def : "(empty)", def[0] ? "`" : "", env, k->flag,
+                k->help, (k->flags & KF_SECRET) ? " Secret: never logged." : "");
     }
 }
 
@@ -850,8 +851,8 @@ void dc_config_write_effective(const struct dc_config *cfg, FILE *f)
             fprintf(f, "%s = [", k->key);
             for (size_t j = 0; j < l->n; j++) {
                 fprintf(f, "%s", j ? ", " : "");
-                write_toml_default(f, &schema[0], (k->flags & KF_SECRET) ? "<redacted>"
-                                                                         : l->items[j]);
+                write_toml_default(f, &schema[0],
+                                   (k->flags & KF_SECRET) ? "<redacted>" : l->items[j]);
             }
             fputc(']', f);
             break;

@@ -91,8 +91,10 @@ int dc_state_identity(const char *state_dir, bool create, struct dc_identity **o
             *out = NULL;
         }
     } else if (rc == -ENOENT) {
-        snprintf(err, errlen, "no identity key at %s (run `democritus keygen` or start the "
-                              "daemon once)", path);
+        snprintf(err, errlen,
+                 "no identity key at %s (run `democritus keygen` or start the "
+                 "daemon once)",
+                 path);
     }
     dc_free(path);
     return rc;
@@ -159,8 +161,8 @@ static void raise_nofile_limit(void)
         rlim_t old = rl.rlim_cur;
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-            dc_log_debug(LOG, "open-file limit raised from %llu to %llu",
-                         (unsigned long long)old, (unsigned long long)rl.rlim_max);
+            dc_log_debug(LOG, "open-file limit raised from %llu to %llu", (unsigned long long)old,
+                         (unsigned long long)rl.rlim_max);
     }
 }
 
@@ -299,13 +301,11 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
             dc_log_error(LOG, "another daemon (pid %ld) is running on state directory %s", pid,
                          cfg->state_dir);
         else
-            dc_log_error(LOG, "another daemon is running on state directory %s",
-                         cfg->state_dir);
+            dc_log_error(LOG, "another daemon is running on state directory %s", cfg->state_dir);
         goto out_loop;
     }
     if (rc < 0) {
-        dc_log_error(LOG, "cannot lock state directory %s: %s", cfg->state_dir,
-                     dc_strerror(rc));
+        dc_log_error(LOG, "cannot lock state directory %s: %s", cfg->state_dir, dc_strerror(rc));
         goto out_loop;
     }
     d.json_path = dc_state_path(cfg->state_dir, "daemon.json");
@@ -328,10 +328,11 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
         goto out_identity;
     rc = 0;
     dc_log_info(LOG, "democritus %s, peer id %s", DC_VERSION, d.peer);
-    dc_log_info(LOG, "config: %s; state dir %s; listen %zu address(es); %zu bootstrap node(s); "
-                     "%s; api keys: %zu",
-                cfg->source_path ? cfg->source_path : "defaults (no config file)",
-                cfg->state_dir, cfg->listen_addresses.n, cfg->bootstrap_nodes.n,
+    dc_log_info(LOG,
+                "config: %s; state dir %s; listen %zu address(es); %zu bootstrap node(s); "
+                "%s; api keys: %zu",
+                cfg->source_path ? cfg->source_path : "defaults (no config file)", cfg->state_dir,
+                cfg->listen_addresses.n, cfg->bootstrap_nodes.n,
                 opt->no_model ? "no model (P2P only)" : "model engine not built yet",
                 cfg->api_keys.n);
     if (poll_stop(&d))

@@ -70,8 +70,8 @@ static void test_buf_enomem(void **state)
 
 static void test_varint_roundtrip(void **state)
 {
-    static const uint64_t values[] = {0, 1, 127, 128, 255, 300, 16384, 0xffffffffull,
-                                      (1ull << 63) - 1};
+    static const uint64_t values[] = {
+        0, 1, 127, 128, 255, 300, 16384, 0xffffffffull, (1ull << 63) - 1};
     uint8_t buf[DC_VARINT_MAX_LEN];
     uint64_t v;
     size_t n, used;
@@ -126,9 +126,9 @@ static void test_log_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strerror),          cmocka_unit_test(test_alloc_fail_after),
-        cmocka_unit_test(test_buf_limit),         cmocka_unit_test(test_buf_enomem),
-        cmocka_unit_test(test_varint_roundtrip),  cmocka_unit_test(test_varint_spec_vectors),
+        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_alloc_fail_after),
+        cmocka_unit_test(test_buf_limit),        cmocka_unit_test(test_buf_enomem),
+        cmocka_unit_test(test_varint_roundtrip), cmocka_unit_test(test_varint_spec_vectors),
         cmocka_unit_test(test_log_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

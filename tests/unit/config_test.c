@@ -68,9 +68,10 @@ static void test_precedence(void **state)
 {
     struct dc_config cfg;
     char err[512];
-    const char *path = write_tmp("prec.toml", "[api]\nrest_port = 1111\ngrpc_port = 2222\n"
-                                              "ws_port = 3333\n[node]\nlisten_addresses = "
-                                              "[\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\n");
+    const char *path =
+        write_tmp("prec.toml", "[api]\nrest_port = 1111\ngrpc_port = 2222\n"
+                               "ws_port = 3333\n[node]\nlisten_addresses = "
+                               "[\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\n");
     char *env[] = {"DEMOCRITUS_API_GRPC_PORT=4444", "DEMOCRITUS_API_WS_PORT=5555",
                    "DEMOCRITUS_LOG_LEVEL=debug", NULL};
     struct dc_config_flag flags[] = {{"ws-port", "6666"}, {"listen", "/ip4/127.0.0.1/tcp/0"}};
@@ -105,8 +106,8 @@ static void test_repeatable_flag(void **state)
 }
 
 /* Each bad input must fail with DC_ECONFIG and a message containing 'expect'. */
-static void expect_error(const char *toml, char **env, const struct dc_config_flag *flags,
-                         size_t n, const char *expect)
+static void expect_error(const char *toml, char **env, const struct dc_config_flag *flags, size_t n,
+                         const char *expect)
 {
     struct dc_config cfg;
     char err[512];
@@ -170,7 +171,8 @@ static void test_api_key_file(void **state)
     struct dc_config_flag flags[] = {{"api-key-file", flagval}};
 
     (void)state;
-    snprintf(flagval, sizeof(flagval), "%s", write_tmp("keys", "# comment\nkey-one\n\n key-two \n"));
+    snprintf(flagval, sizeof(flagval), "%s",
+             write_tmp("keys", "# comment\nkey-one\n\n key-two \n"));
     assert_int_equal(load(&cfg, NULL, NULL, flags, 1, err), 0);
     assert_int_equal(dc_config_load_secrets(&cfg, err, sizeof(err)), 0);
     assert_int_equal(cfg.api_keys.n, 2);
@@ -181,8 +183,9 @@ static void test_api_key_file(void **state)
 
 static void test_alloc_failures(void **state)
 {
-    const char *path = write_tmp("rich.toml", "[node]\nname = \"n\"\nlisten_addresses = "
-                                              "[\"/ip4/127.0.0.1/tcp/1\"]\n[api]\nbind = \"::1\"\n");
+    const char *path =
+        write_tmp("rich.toml", "[node]\nname = \"n\"\nlisten_addresses = "
+                               "[\"/ip4/127.0.0.1/tcp/1\"]\n[api]\nbind = \"::1\"\n");
     char *env[] = {"DEMOCRITUS_NODE_BOOTSTRAP_NODES=a,b", NULL};
     struct dc_config_flag flags[] = {{"api-key", "k"}};
     struct dc_config cfg;
@@ -258,10 +261,14 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_repeatable_flag),  cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_secret_not_echoed), cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_api_key_file),     cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_repeatable_flag),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_secret_not_echoed),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_api_key_file),
+        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_generated_files_current),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
