@@ -173,3 +173,26 @@ test('config: show redacts secrets; flags, env and file combine', () => {
     removeDir(root);
   }
 });
+
+test('daemon: --log-format json writes one JSON object per line, no secrets', async () => {
+  const root = tempDir();
+  const state = join(root, 's');
+  try {
+    const d = startDaemon([...loopbackFlags(state), '--log-format', 'json', '--log-level',
+      'debug', '--api-key', 'top-secret-key']);
+    const ready = parseReady(await d.ready);
+    d.proc.kill('SIGTERM');
+    assert.equal((await d.exited).code, 0);
+    const lines = d.stderr().trim().split('\n');
+    assert.ok(lines.length >= 3);
+    for (const line of lines) {
+      const o = JSON.parse(line);
+      assert.ok(o.ts && o.level && o.component && typeof o.msg === 'string', line);
+    }
+    assert.ok(lines.some((l) => JSON.parse(l).msg.includes(ready.peer)));
+    assert.doesNotMatch(d.stderr(), /top-secret-key/);
+  } finally {
+    killAll();
+    removeDir(root);
+  }
+});
