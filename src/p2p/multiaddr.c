@@ -345,7 +345,8 @@ int dc_multiaddr_from_bytes(const uint8_t *p, size_t len, struct dc_multiaddr *o
             return set_err(err, n, pos, c.name, strlen(c.name), why);
         pos += (size_t)n;
     }
-    memcpy(out->bytes, p, len);
+    if (len > 0)
+        memcpy(out->bytes, p, len);
     out->len = len;
     return 0;
 }
