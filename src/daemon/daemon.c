@@ -5,9 +5,11 @@
  * Start-up order matters: configuration is already validated by the caller (so a bad config
  * never touches state); then the loop and signal handlers come first, so a SIGINT/SIGTERM at any
  * later point of start-up still ends in a clean exit; then the state directory, the exclusive
- * lock (before anything in the directory is written), the open-file limit, the identity, and
- * finally the ready line and daemon.json. Shutdown undoes it in reverse: daemon.json and the
- * lock file are removed while the lock is still held.
+ * lock (before anything in the directory is written), the open-file limit, the identity, the
+ * P2P host (listeners bound before the ready line, so the line can name the real ports), and
+ * finally the ready line and daemon.json; bootstrap peers are dialed after that, and their
+ * failures are logged, never fatal. Shutdown undoes it in reverse: the host closes every
+ * connection, then daemon.json and the lock file are removed while the lock is still held.
  */
 #include "daemon/daemon.h"
 
@@ -24,7 +26,9 @@
 #include <uv.h>
 
 #include "base/log.h"
+#include "base/multibase.h"
 #include "crypto/crypto.h"
+#include "p2p/host.h"
 
 #define LOG "daemon"
 
@@ -221,6 +225,8 @@ struct daemon {
     char peer[DC_PEER_ID_STR_MAX];
     char *json_path;
     char *lock_path;
+    struct dc_host *host;
+    json_t *p2p_addrs; /* full dialable multiaddrs, /p2p/ included */
 };
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -245,14 +251,241 @@ static int write_daemon_json(struct daemon *d)
     json_t *j;
     int rc;
 
-    j = json_pack("{s:I, s:s, s:s, s:s, s:I, s:[]}", "pid", (json_int_t)getpid(), "peer_id",
-                  d->peer, "version", DC_VERSION, "state_dir", d->cfg->state_dir, "started_at",
-                  (json_int_t)time(NULL), "p2p");
+    j = json_pack("{s:I, s:s, s:s, s:s, s:I, s:O}", "pid", (json_int_t)getpid(), "peer_id", d->peer,
+                  "version", DC_VERSION, "state_dir", d->cfg->state_dir, "started_at",
+                  (json_int_t)time(NULL), "p2p", d->p2p_addrs);
     if (j == NULL)
         return DC_ENOMEM;
     rc = write_json_file(d->json_path, j);
     json_decref(j);
     return rc;
+}
+
+/* ---- P2P ------------------------------------------------------------------------------ */
+
+static void peer_text(const struct dc_peer_id *id, char *out, size_t cap)
+{
+    if (dc_peer_id_to_string(id, out, cap) < 0)
+        snprintf(out, cap, "?");
+}
+
+static void on_p2p_connected(void *ud, const struct dc_peer_id *peer, bool outbound,
+                             const struct dc_multiaddr *remote)
+{
+    char p[DC_PEER_ID_STR_MAX], addr[DC_MULTIADDR_TEXT_MAX];
+
+    DC_UNUSED(ud);
+    peer_text(peer, p, sizeof(p));
+    if (dc_multiaddr_format(remote, addr, sizeof(addr)) < 0)
+        snprintf(addr, sizeof(addr), "?");
+    dc_log_info(LOG, "connected to %s (%s, %s)", p, outbound ? "outbound" : "inbound", addr);
+}
+
+static void on_p2p_disconnected(void *ud, const struct dc_peer_id *peer, int err)
+{
+    char p[DC_PEER_ID_STR_MAX];
+
+    DC_UNUSED(ud);
+    peer_text(peer, p, sizeof(p));
+    dc_log_info(LOG, "disconnected from %s%s%s", p, err != 0 ? ": " : "",
+                err != 0 ? dc_strerror(err) : "");
+}
+
+static void on_p2p_identified(void *ud, const struct dc_peer_info *info)
+{
+    char p[DC_PEER_ID_STR_MAX];
+
+    DC_UNUSED(ud);
+    peer_text(&info->id, p, sizeof(p));
+    dc_log_info(LOG, "identified %s: agent \"%s\", %zu protocol(s), %zu address(es)", p,
+                info->agent, info->n_protocols, info->n_addrs);
+}
+
+static void on_p2p_conn_error(void *ud, const char *remote, bool outbound, int err,
+                              const char *stage, const char *hint)
+{
+    DC_UNUSED(ud);
+    dc_log_warn(LOG, "%s connection %s %s failed during %s: %s%s%s",
+                outbound ? "outbound" : "inbound", outbound ? "to" : "from", remote, stage,
+                dc_strerror(err), hint != NULL ? "; " : "", hint != NULL ? hint : "");
+}
+
+struct bootstrap_dial {
+    char *addr;
+};
+
+static void on_bootstrap_dialed(void *ud, int status, const struct dc_peer_id *peer)
+{
+    struct bootstrap_dial *b = ud;
+    char p[DC_PEER_ID_STR_MAX];
+
+    if (status == 0) {
+        peer_text(peer, p, sizeof(p));
+        dc_log_info(LOG, "bootstrap node %s reached (peer %s)", b->addr, p);
+    } else {
+        dc_log_warn(LOG, "cannot reach bootstrap node %s: %s", b->addr, dc_strerror(status));
+    }
+    dc_free(b->addr);
+    dc_free(b);
+}
+
+/* Reads the private swarm key from the config: 64 hex digits inline or a PSK file. The key
+ * never reaches a log line or an error message. */
+static int load_swarm_key(const struct dc_config *cfg, bool *use, uint8_t key[DC_PNET_KEY_LEN])
+{
+    *use = false;
+    if (cfg->private_swarm_key != NULL) {
+        if (strlen(cfg->private_swarm_key) != 2 * DC_PNET_KEY_LEN ||
+            dc_base16_decode(cfg->private_swarm_key, 2 * DC_PNET_KEY_LEN, key, DC_PNET_KEY_LEN) !=
+                DC_PNET_KEY_LEN) {
+            dc_log_error(LOG, "[node] private_swarm_key must be 64 hexadecimal digits");
+            return DC_ECONFIG;
+        }
+        *use = true;
+        return 0;
+    }
+    if (cfg->private_swarm_key_file != NULL) {
+        char text[1024];
+        size_t n;
+        int rc;
+        FILE *f = fopen(cfg->private_swarm_key_file, "r");
+
+        if (f == NULL) {
+            rc = -errno;
+            dc_log_error(LOG, "cannot read private swarm key file %s: %s",
+                         cfg->private_swarm_key_file, dc_strerror(rc));
+            return rc;
+        }
+        n = fread(text, 1, sizeof(text), f);
+        fclose(f);
+        rc = n == sizeof(text) ? DC_ECORRUPT : dc_pnet_psk_parse(text, n, key);
+        explicit_bzero(text, sizeof(text));
+        if (rc < 0) {
+            dc_log_error(LOG,
+                         "private swarm key file %s is not a libp2p PSK file "
+                         "(/key/swarm/psk/1.0.0/, /base16/, 64 hex digits): %s",
+                         cfg->private_swarm_key_file, dc_strerror(rc));
+            return rc;
+        }
+        *use = true;
+    }
+    return 0;
+}
+
+/* Creates the host, binds every listen address and collects the dialable addresses. */
+static int start_p2p(struct daemon *d)
+{
+    const struct dc_config *cfg = d->cfg;
+    struct dc_host_config hc = {0};
+    struct dc_multiaddr addrs[64];
+    char agent[64], text[DC_MULTIADDR_TEXT_MAX];
+    const struct dc_peer_id *self;
+    size_t n;
+    int rc;
+
+    rc = load_swarm_key(cfg, &hc.use_psk, hc.psk);
+    if (rc < 0)
+        return rc;
+    snprintf(agent, sizeof(agent), "democritus/%s", DC_VERSION);
+    hc.loop = &d->loop;
+    hc.identity = d->id;
+    hc.agent_version = agent;
+    hc.ev.on_connected = on_p2p_connected;
+    hc.ev.on_disconnected = on_p2p_disconnected;
+    hc.ev.on_identified = on_p2p_identified;
+    hc.ev.on_conn_error = on_p2p_conn_error;
+    hc.ud = d;
+    rc = dc_host_new(&hc, &d->host);
+    explicit_bzero(hc.psk, sizeof(hc.psk));
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot start the P2P host: %s", dc_strerror(rc));
+        return rc;
+    }
+    if (hc.use_psk)
+        dc_log_info(LOG, "private swarm: pnet enabled (peers without the same key cannot connect)");
+    for (size_t i = 0; i < cfg->listen_addresses.n; i++) {
+        const char *a = cfg->listen_addresses.items[i];
+        struct dc_multiaddr_error me;
+        struct dc_multiaddr ma;
+
+        rc = dc_multiaddr_parse(a, &ma, &me);
+        if (rc < 0) {
+            dc_log_error(LOG, "listen address %s: %s at offset %zu: %s", a, me.component, me.offset,
+                         me.reason);
+            return rc;
+        }
+        rc = dc_host_listen(d->host, &ma);
+        if (rc < 0) {
+            dc_log_error(LOG, "cannot listen on %s: %s", a, dc_strerror(rc));
+            return rc;
+        }
+    }
+    d->p2p_addrs = json_array();
+    if (d->p2p_addrs == NULL)
+        return DC_ENOMEM;
+    self = dc_identity_peer_id(d->id);
+    n = dc_host_listen_addrs(d->host, addrs, DC_ARRAY_LEN(addrs));
+    if (n > DC_ARRAY_LEN(addrs))
+        n = DC_ARRAY_LEN(addrs);
+    for (size_t i = 0; i < n; i++) {
+        if (dc_multiaddr_append_p2p(&addrs[i], self->bytes, self->len) < 0 ||
+            dc_multiaddr_format(&addrs[i], text, sizeof(text)) < 0)
+            continue;
+        dc_log_info(LOG, "listening on %s", text);
+        if (json_array_append_new(d->p2p_addrs, json_string(text)) < 0)
+            return DC_ENOMEM;
+    }
+    return 0;
+}
+
+static void dial_bootstrap(struct daemon *d)
+{
+    for (size_t i = 0; i < d->cfg->bootstrap_nodes.n; i++) {
+        const char *a = d->cfg->bootstrap_nodes.items[i];
+        struct dc_multiaddr_error me;
+        struct dc_multiaddr ma;
+        struct bootstrap_dial *b;
+        int rc;
+
+        if (dc_multiaddr_parse(a, &ma, &me) < 0) {
+            dc_log_warn(LOG, "bootstrap node %s: %s at offset %zu: %s", a, me.component, me.offset,
+                        me.reason);
+            continue;
+        }
+        b = dc_calloc(1, sizeof(*b));
+        if (b == NULL || (b->addr = dc_strdup(a)) == NULL) {
+            dc_free(b);
+            dc_log_warn(LOG, "bootstrap node %s: %s", a, dc_strerror(DC_ENOMEM));
+            continue;
+        }
+        rc = dc_host_dial(d->host, &ma, 0, on_bootstrap_dialed, b);
+        if (rc < 0) {
+            dc_log_warn(LOG, "cannot dial bootstrap node %s: %s", a, dc_strerror(rc));
+            dc_free(b->addr);
+            dc_free(b);
+        }
+    }
+}
+
+/* The ready line's p2p= value: the addresses joined by commas. */
+static char *p2p_list(const struct daemon *d)
+{
+    struct dc_buf b;
+    size_t i;
+    json_t *v;
+
+    dc_buf_init(&b, 0);
+    json_array_foreach(d->p2p_addrs, i, v)
+    {
+        if ((i > 0 && dc_buf_append_str(&b, ",") < 0) ||
+            dc_buf_append_str(&b, json_string_value(v)) < 0) {
+            dc_buf_cleanup(&b);
+            return NULL;
+        }
+    }
+    if (b.data == NULL && dc_buf_append(&b, "", 0) < 0)
+        return NULL;
+    return (char *)dc_buf_steal(&b, &i);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -338,14 +571,30 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
     if (poll_stop(&d))
         goto out_identity;
 
+    rc = start_p2p(&d);
+    if (rc < 0)
+        goto out_host;
+    if (poll_stop(&d))
+        goto out_host;
+
     rc = write_daemon_json(&d);
     if (rc < 0) {
         dc_log_error(LOG, "cannot write %s: %s", d.json_path, dc_strerror(rc));
-        goto out_identity;
+        goto out_host;
     }
-    printf("ready peer=%s\n", d.peer);
+    {
+        char *list = p2p_list(&d);
+        if (list == NULL) {
+            rc = DC_ENOMEM;
+            unlink(d.json_path);
+            goto out_host;
+        }
+        printf("ready peer=%s p2p=%s\n", d.peer, list);
+        dc_free(list);
+    }
     fflush(stdout);
     dc_log_info(LOG, "ready");
+    dial_bootstrap(&d);
 
     if (!d.stopping)
         uv_run(&d.loop, UV_RUN_DEFAULT);
@@ -353,6 +602,10 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
     unlink(d.json_path);
     rc = 0;
 
+out_host:
+    /* Closes every connection now; the loop run below lets libuv finish closing them. */
+    dc_host_free(d.host);
+    json_decref(d.p2p_addrs);
 out_identity:
     dc_identity_free(d.id);
 out_unlock:

@@ -1,0 +1,1839 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host.c - the libp2p host on libuv: listeners, dials, the connection upgrade, streams, ping,
+ * identify and the in-memory peerstore.
+ *
+ * A connection moves through states: CONNECTING (outbound TCP connect) -> MSS_SEC
+ * (multistream-select for "/noise", in clear or under pnet) -> NOISE (the handshake) ->
+ * MSS_MUX (multistream-select for "/yamux/1.0.0", encrypted) -> MUX (yamux session up; the
+ * connection is "established"). Received bytes flow socket -> pnet -> mss|noise -> plaintext
+ * -> mss|yamux -> streams; sent bytes flow streams -> yamux output -> noise frames -> pnet ->
+ * uv_write. Every layer is one of the pure cores; this file only moves bytes and owns handles.
+ *
+ * Re-entrancy: application callbacks run inside yamux callbacks, which run inside
+ * dc_yamux_feed(), and may call back into the host (write, reset, open streams). Nothing is
+ * freed underneath them: a failed connection or a finished stream is only marked, and the
+ * marking is acted on when the outermost entry point leaves the connection (conn_leave), at
+ * which point no frame of ours refers to it any more.
+ *
+ * Memory: a connection's handles (TCP and timer) are closed with uv_close and the struct is
+ * freed by the last close callback; the host itself is freed when its last handle closed
+ * after dc_host_free().
+ */
+#include "p2p/host.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "base/varint.h"
+#include "libp2p/identify.pb-c.h"
+#include "p2p/noise.h"
+
+#define DEFAULT_MAX_CONNS         256
+#define DEFAULT_MAX_INBOUND_HS    64
+#define DEFAULT_HANDSHAKE_TIMEOUT 10000
+#define DEFAULT_MAX_STREAMS       256
+#define MAX_HANDLERS              64
+#define MAX_LISTENERS             16
+/* Raw bytes handed to uv_write and not yet written: above this, stop encrypting more. */
+#define WRITE_HIGH (8u * 1024u * 1024u)
+/* Unsent bytes an application may queue on one stream. */
+#define STREAM_MAX_QUEUED (16u * 1024u * 1024u)
+#define IDENTIFY_MAX      (64u * 1024u)
+#define READ_CHUNK        (64u * 1024u)
+
+enum conn_state { ST_CONNECTING, ST_MSS_SEC, ST_NOISE, ST_MSS_MUX, ST_MUX };
+
+struct handler {
+    char *protocol;
+    const struct dc_host_stream_cb *cb;
+    void *ud;
+};
+
+struct peer {
+    struct dc_peer_info info;
+    struct peer *next;
+};
+
+struct listener {
+    uv_tcp_t tcp;
+    struct dc_host *h;
+    struct dc_multiaddr addr; /* bound address */
+    bool unspecified;         /* 0.0.0.0 or :: */
+    int family;
+};
+
+struct dial {
+    struct dc_host *h;
+    dc_host_dial_cb cb;
+    void *ud;
+    int status;
+    struct dc_peer_id peer;
+    struct dial *next; /* in h->completed until the tick delivers it */
+};
+
+struct conn;
+
+struct dc_host_stream {
+    struct conn *c;
+    uint32_t id;
+    bool outbound;
+    bool open; /* protocol agreed */
+    bool dead; /* on_close fired or reset: no more callbacks; freed by the sweep */
+    bool close_requested, fin_sent;
+    struct dc_mss *mss;
+    char *protocol;
+    const struct dc_host_stream_cb *cb;
+    void *ud;
+    struct dc_buf pending; /* app bytes not yet accepted by yamux, from pending_off */
+    size_t pending_off;
+    struct dc_host_stream *next;
+};
+
+struct conn {
+    struct dc_host *h;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    int handles; /* open libuv handles; the struct goes when it reaches 0 */
+    uv_connect_t connect_req;
+    enum conn_state state;
+    bool outbound, established, closing, failed, inbound_counted, use_psk;
+    int err;
+    int busy;
+    struct dc_pnet pnet;
+    struct dc_mss *mss;
+    struct dc_noise *noise;
+    struct dc_yamux *yamux;
+    bool has_expected;
+    struct dc_peer_id expected, peer;
+    struct dc_multiaddr remote; /* the socket peer's address */
+    char remote_text[96];
+    struct dial *dial;
+    size_t write_queued;
+    struct dc_host_stream *streams;
+    struct conn *next;
+};
+
+struct dc_host {
+    uv_loop_t *loop;
+    const struct dc_identity *id;
+    char *agent;
+    bool use_psk;
+    uint8_t psk[DC_PNET_KEY_LEN];
+    uint32_t max_conns, max_inbound_hs, hs_timeout_ms, idle_timeout_ms, max_streams;
+    struct dc_host_events ev;
+    void *ud;
+    struct handler handlers[MAX_HANDLERS];
+    size_t n_handlers;
+    struct listener *listeners[MAX_LISTENERS];
+    size_t n_listeners;
+    struct conn *conns;
+    size_t n_conns; /* in the list (not yet closing) */
+    uint32_t inbound_hs;
+    struct peer *peers;
+    struct dial *completed;
+    uv_timer_t tick; /* delivers completed dials from the loop */
+    int handles;
+    bool closing;
+};
+
+static const struct dc_host_stream_cb ping_server_cb, identify_server_cb;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static uint64_t yamux_now_us(void *ud)
+{
+    DC_UNUSED(ud);
+    return uv_hrtime() / 1000u;
+}
+
+static void host_maybe_free(struct dc_host *h)
+{
+    struct peer *p, *next;
+
+    if (!h->closing || h->handles > 0)
+        return;
+    for (p = h->peers; p != NULL; p = next) {
+        next = p->next;
+        for (size_t i = 0; i < p->info.n_protocols; i++)
+            dc_free(p->info.protocols[i]);
+        dc_free(p);
+    }
+    for (size_t i = 0; i < h->n_handlers; i++)
+        dc_free(h->handlers[i].protocol);
+    sodium_memzero(h->psk, sizeof(h->psk));
+    dc_free(h->agent);
+    dc_free(h);
+}
+
+/* Converts a socket address to /ip4|/ip6/<a>/tcp/<port>. */
+static int sockaddr_to_multiaddr(const struct sockaddr *sa, struct dc_multiaddr *out, char *text,
+                                 size_t text_cap)
+{
+    char ip[INET6_ADDRSTRLEN], buf[128];
+    int port;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        uv_ip4_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        snprintf(buf, sizeof(buf), "/ip4/%s/tcp/%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        snprintf(buf, sizeof(buf), "/ip6/%s/tcp/%d", ip, port);
+    } else {
+        return DC_EUNSUPPORTED;
+    }
+    if (text != NULL)
+        snprintf(text, text_cap, "%s", buf);
+    return dc_multiaddr_parse(buf, out, NULL);
+}
+
+static int target_to_sockaddr(const struct dc_multiaddr_target *t, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (t->transport != DC_MA_TCP)
+        return DC_EUNSUPPORTED;
+    if (t->host_proto == DC_MA_IP4) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(t->port);
+        memcpy(&a->sin_addr, t->ip, 4);
+        return 0;
+    }
+    if (t->host_proto == DC_MA_IP6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(t->port);
+        memcpy(&a->sin6_addr, t->ip, 16);
+        return 0;
+    }
+    return DC_EUNSUPPORTED;
+}
+
+/* ---- peerstore -------------------------------------------------------------------------- */
+
+static struct peer *peer_find(const struct dc_host *h, const struct dc_peer_id *id)
+{
+    for (struct peer *p = h->peers; p != NULL; p = p->next)
+        if (dc_peer_id_equal(&p->info.id, id))
+            return p;
+    return NULL;
+}
+
+static struct peer *peer_get(struct dc_host *h, const struct dc_peer_id *id)
+{
+    struct peer *p = peer_find(h, id);
+
+    if (p != NULL)
+        return p;
+    p = dc_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->info.id = *id;
+    p->next = h->peers;
+    h->peers = p;
+    return p;
+}
+
+static void peer_add_addr(struct peer *p, const struct dc_multiaddr *ma)
+{
+    for (size_t i = 0; i < p->info.n_addrs; i++)
+        if (dc_multiaddr_equal(&p->info.addrs[i], ma))
+            return;
+    if (p->info.n_addrs < DC_PEER_MAX_ADDRS)
+        p->info.addrs[p->info.n_addrs++] = *ma;
+}
+
+/* ---- connection plumbing ---------------------------------------------------------------- */
+
+static void conn_close(struct conn *c, int err);
+static void conn_flush(struct conn *c);
+static void stream_flush(struct dc_host_stream *s);
+static void on_established(struct conn *c);
+static void on_tick(uv_timer_t *t);
+
+static void conn_enter(struct conn *c)
+{
+    c->busy++;
+}
+
+static void stream_free(struct dc_host_stream *s)
+{
+    dc_mss_free(s->mss);
+    dc_free(s->protocol);
+    dc_buf_cleanup(&s->pending);
+    dc_free(s);
+}
+
+/* Frees streams marked dead; only when no frame of ours may hold one. */
+static void conn_sweep(struct conn *c)
+{
+    struct dc_host_stream **pp = &c->streams;
+
+    while (*pp != NULL) {
+        struct dc_host_stream *s = *pp;
+        if (s->dead) {
+            *pp = s->next;
+            stream_free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+}
+
+static void conn_leave(struct conn *c)
+{
+    if (--c->busy > 0)
+        return;
+    if (c->failed && !c->closing)
+        conn_close(c, c->err);
+    else if (!c->closing)
+        conn_sweep(c);
+}
+
+/* Marks the connection failed; it is closed when the outermost entry point leaves it. */
+static void conn_fail(struct conn *c, int err)
+{
+    if (!c->failed) {
+        c->failed = true;
+        c->err = err;
+    }
+    if (c->busy == 0 && !c->closing)
+        conn_close(c, err);
+}
+
+struct wreq {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    uint8_t data[];
+};
+
+static void conn_pump(struct conn *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct conn *c = w->c;
+
+    c->write_queued -= w->len;
+    dc_free(w);
+    if (c->closing)
+        return;
+    conn_enter(c);
+    if (status < 0)
+        conn_fail(c, status);
+    else if (c->write_queued < WRITE_HIGH / 2)
+        conn_pump(c);
+    conn_leave(c);
+}
+
+/* Sends bytes on the socket (copied; encrypted with pnet when enabled). */
+static void conn_write_raw(struct conn *c, const uint8_t *p, size_t n, bool clear)
+{
+    struct wreq *w;
+    uv_buf_t b;
+    int rc;
+
+    if (n == 0 || c->closing || c->failed)
+        return;
+    w = dc_malloc(sizeof(*w) + n);
+    if (w == NULL) {
+        conn_fail(c, DC_ENOMEM);
+        return;
+    }
+    w->c = c;
+    w->len = n;
+    memcpy(w->data, p, n);
+    if (c->use_psk && !clear)
+        dc_pnet_encrypt(&c->pnet, w->data, n);
+    b = uv_buf_init((char *)w->data, (unsigned)n);
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        dc_free(w);
+        conn_fail(c, rc);
+        return;
+    }
+    c->write_queued += n;
+}
+
+/* Writes out whatever the handshake-phase cores queued (they go on the raw socket). */
+static void flush_mss_raw(struct conn *c)
+{
+    size_t len;
+    const uint8_t *p = dc_mss_output(c->mss, &len);
+
+    conn_write_raw(c, p, len, false);
+    dc_mss_output_consume(c->mss, len);
+}
+
+static void flush_noise_raw(struct conn *c)
+{
+    size_t len;
+    const uint8_t *p = dc_noise_output(c->noise, &len);
+
+    conn_write_raw(c, p, len, false);
+    dc_noise_output_consume(c->noise, len);
+}
+
+/* Moves queued plaintext (mss during MSS_MUX, yamux afterwards) through Noise to the socket,
+ * as long as the socket keeps up. */
+static void conn_flush(struct conn *c)
+{
+    const uint8_t *p;
+    size_t len;
+    int rc;
+
+    if (c->closing || c->noise == NULL || !dc_noise_is_done(c->noise))
+        return;
+    if (c->state == ST_MSS_MUX && c->mss != NULL) {
+        p = dc_mss_output(c->mss, &len);
+        if (len > 0) {
+            rc = dc_noise_write(c->noise, p, len);
+            if (rc < 0) {
+                conn_fail(c, rc);
+                return;
+            }
+            dc_mss_output_consume(c->mss, len);
+        }
+    }
+    while (c->yamux != NULL && c->write_queued < WRITE_HIGH) {
+        size_t room = dc_noise_write_room(c->noise);
+        p = dc_yamux_output(c->yamux, &len);
+        if (len == 0 || room == 0)
+            break;
+        if (len > room)
+            len = room;
+        rc = dc_noise_write(c->noise, p, len);
+        if (rc < 0) {
+            conn_fail(c, rc);
+            return;
+        }
+        dc_yamux_output_consume(c->yamux, len);
+        flush_noise_raw(c);
+    }
+    flush_noise_raw(c);
+}
+
+static void conn_pump(struct conn *c)
+{
+    for (struct dc_host_stream *s = c->streams; s != NULL; s = s->next)
+        if (!s->dead && s->open && s->pending.len > s->pending_off)
+            stream_flush(s);
+    conn_flush(c);
+}
+
+/* ---- yamux callbacks -------------------------------------------------------------------- */
+
+static struct handler *handler_find(struct dc_host *h, const char *protocol)
+{
+    for (size_t i = 0; i < h->n_handlers; i++)
+        if (strcmp(h->handlers[i].protocol, protocol) == 0)
+            return &h->handlers[i];
+    return NULL;
+}
+
+static void stream_fire_close(struct dc_host_stream *s, int err)
+{
+    if (s->dead)
+        return;
+    s->dead = true;
+    if (s->cb != NULL && s->cb->on_close != NULL)
+        s->cb->on_close(s->ud, s, err);
+}
+
+/* Sends negotiation bytes on a stream right away (tiny; within the initial window). */
+static void stream_flush_mss(struct dc_host_stream *s)
+{
+    size_t len, w;
+    const uint8_t *p = dc_mss_output(s->mss, &len);
+
+    if (len == 0)
+        return;
+    if (dc_yamux_stream_write(s->c->yamux, s->id, p, len, &w) < 0 || w != len) {
+        (void)dc_yamux_stream_reset(s->c->yamux, s->id);
+        stream_fire_close(s, DC_ELIMIT);
+        return;
+    }
+    dc_mss_output_consume(s->mss, len);
+}
+
+static struct dc_host_stream *stream_new(struct conn *c, bool outbound)
+{
+    struct dc_host_stream *s = dc_calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->c = c;
+    s->outbound = outbound;
+    dc_buf_init(&s->pending, STREAM_MAX_QUEUED);
+    s->next = c->streams;
+    c->streams = s;
+    return s;
+}
+
+static int y_on_stream_open(void *ud, uint32_t id, void **stream_user)
+{
+    struct conn *c = ud;
+    struct dc_host *h = c->h;
+    const char *protos[MAX_HANDLERS];
+    struct dc_mss_config mc = {.initiator = false};
+    struct dc_host_stream *s;
+    int rc;
+
+    if (h->closing || c->failed || h->n_handlers == 0)
+        return DC_ECLOSED;
+    for (size_t i = 0; i < h->n_handlers; i++)
+        protos[i] = h->handlers[i].protocol;
+    mc.protocols = protos;
+    mc.n_protocols = h->n_handlers < DC_MSS_MAX_PROPOSALS ? h->n_handlers : DC_MSS_MAX_PROPOSALS;
+    s = stream_new(c, false);
+    if (s == NULL)
+        return DC_ENOMEM;
+    rc = dc_mss_new(&mc, &s->mss);
+    if (rc < 0) {
+        s->dead = true;
+        return rc;
+    }
+    s->id = id;
+    *stream_user = s;
+    return 0;
+}
+
+static void stream_deliver(struct dc_host_stream *s, const uint8_t *p, size_t n)
+{
+    if (n > 0 && !s->dead && s->cb != NULL && s->cb->on_data != NULL)
+        s->cb->on_data(s->ud, s, p, n);
+}
+
+static void y_on_data(void *ud, uint32_t id, void *su, const uint8_t *p, size_t n)
+{
+    struct conn *c = ud;
+    struct dc_host_stream *s = su;
+    size_t used;
+    int rc;
+
+    if (s != NULL && !s->dead && !s->open) {
+        rc = dc_mss_feed(s->mss, p, n, &used);
+        stream_flush_mss(s);
+        if (rc < 0) {
+            (void)dc_yamux_stream_reset(c->yamux, id);
+            stream_fire_close(s, rc);
+        } else if (rc == 1 && !s->dead) {
+            s->protocol = dc_strdup(dc_mss_protocol(s->mss));
+            dc_mss_free(s->mss);
+            s->mss = NULL;
+            if (s->protocol == NULL) {
+                (void)dc_yamux_stream_reset(c->yamux, id);
+                stream_fire_close(s, DC_ENOMEM);
+            } else {
+                if (!s->outbound) {
+                    struct handler *hd = handler_find(c->h, s->protocol);
+                    s->cb = hd != NULL ? hd->cb : NULL;
+                    s->ud = hd != NULL ? hd->ud : NULL;
+                }
+                s->open = true;
+                if (s->cb != NULL && s->cb->on_open != NULL)
+                    s->cb->on_open(s->ud, s);
+                if (!s->dead)
+                    stream_flush(s);
+                stream_deliver(s, p + used, n - used);
+            }
+        }
+    } else if (s != NULL) {
+        stream_deliver(s, p, n);
+    }
+    (void)dc_yamux_stream_consume(c->yamux, id, n);
+}
+
+static void y_on_fin(void *ud, uint32_t id, void *su)
+{
+    struct conn *c = ud;
+    struct dc_host_stream *s = su;
+
+    if (s == NULL || s->dead)
+        return;
+    if (!s->open) {
+        (void)dc_yamux_stream_reset(c->yamux, id);
+        stream_fire_close(s, DC_EPROTO);
+        return;
+    }
+    if (s->cb != NULL && s->cb->on_fin != NULL)
+        s->cb->on_fin(s->ud, s);
+}
+
+static void y_on_writable(void *ud, uint32_t id, void *su)
+{
+    struct dc_host_stream *s = su;
+
+    DC_UNUSED(ud);
+    DC_UNUSED(id);
+    if (s != NULL && !s->dead && s->open)
+        stream_flush(s);
+}
+
+static void y_on_close(void *ud, uint32_t id, void *su, int err)
+{
+    struct dc_host_stream *s = su;
+
+    DC_UNUSED(ud);
+    DC_UNUSED(id);
+    if (s != NULL)
+        stream_fire_close(s, err);
+}
+
+/* ---- reading and the upgrade ------------------------------------------------------------ */
+
+static void secure_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t used;
+    int rc;
+
+    if (c->state == ST_MSS_MUX) {
+        rc = dc_mss_feed(c->mss, p, n, &used);
+        conn_flush(c);
+        if (rc < 0) {
+            conn_fail(c, rc);
+            return;
+        }
+        if (rc == 0)
+            return;
+        if (strcmp(dc_mss_protocol(c->mss), DC_YAMUX_PROTOCOL_ID) != 0) {
+            conn_fail(c, DC_EPROTO);
+            return;
+        }
+        {
+            struct dc_yamux_config yc;
+            dc_yamux_config_default(&yc);
+            yc.is_client = c->outbound;
+            yc.max_streams = c->h->max_streams;
+            yc.ud = c;
+            yc.cb.on_stream_open = y_on_stream_open;
+            yc.cb.on_data = y_on_data;
+            yc.cb.on_fin = y_on_fin;
+            yc.cb.on_writable = y_on_writable;
+            yc.cb.on_close = y_on_close;
+            yc.cb.now_us = yamux_now_us;
+            rc = dc_yamux_new(&yc, &c->yamux);
+        }
+        if (rc < 0) {
+            conn_fail(c, rc);
+            return;
+        }
+        dc_mss_free(c->mss);
+        c->mss = NULL;
+        c->state = ST_MUX;
+        p += used;
+        n -= used;
+        on_established(c);
+        if (c->failed || c->closing)
+            return;
+    }
+    if (c->state == ST_MUX && n > 0) {
+        rc = dc_yamux_feed(c->yamux, p, n);
+        conn_flush(c);
+        if (rc < 0)
+            conn_fail(c, rc);
+    }
+}
+
+static int start_mss(struct conn *c, const char *protocol)
+{
+    const char *protos[1] = {protocol};
+    struct dc_mss_config mc = {.initiator = c->outbound, .protocols = protos, .n_protocols = 1};
+
+    return dc_mss_new(&mc, &c->mss);
+}
+
+static void conn_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t used, len;
+    const uint8_t *pt;
+    int rc;
+
+    while (n > 0 && !c->failed && !c->closing) {
+        if (c->state == ST_MSS_SEC) {
+            rc = dc_mss_feed(c->mss, p, n, &used);
+            flush_mss_raw(c);
+            if (rc < 0) {
+                conn_fail(c, rc);
+                return;
+            }
+            if (rc == 0)
+                return;
+            if (strcmp(dc_mss_protocol(c->mss), DC_NOISE_PROTOCOL_ID) != 0) {
+                conn_fail(c, DC_EPROTO);
+                return;
+            }
+            dc_mss_free(c->mss);
+            c->mss = NULL;
+            {
+                struct dc_noise_config nc = {.initiator = c->outbound, .identity = c->h->id};
+                nc.expected_peer = c->has_expected ? &c->expected : NULL;
+                rc = dc_noise_new(&nc, &c->noise);
+            }
+            if (rc < 0) {
+                conn_fail(c, rc);
+                return;
+            }
+            c->state = ST_NOISE;
+            flush_noise_raw(c);
+            p += used;
+            n -= used;
+            continue;
+        }
+        rc = dc_noise_feed(c->noise, p, n);
+        if (c->state == ST_NOISE)
+            flush_noise_raw(c);
+        if (rc < 0) {
+            conn_fail(c, rc);
+            return;
+        }
+        if (rc == 1) {
+            c->peer = *dc_noise_remote_peer(c->noise);
+            if (dc_peer_id_equal(&c->peer, dc_identity_peer_id(c->h->id))) {
+                conn_fail(c, DC_EPEER);
+                return;
+            }
+            rc = start_mss(c, DC_YAMUX_PROTOCOL_ID);
+            if (rc < 0) {
+                conn_fail(c, rc);
+                return;
+            }
+            c->state = ST_MSS_MUX;
+            conn_flush(c);
+        }
+        pt = dc_noise_plaintext(c->noise, &len);
+        if (len > 0) {
+            /* Copy: secure_input may queue output, which does not touch the plaintext
+             * buffer, but a consume after re-entrant feeds must not skip bytes. */
+            uint8_t *copy = dc_malloc(len);
+            if (copy == NULL) {
+                conn_fail(c, DC_ENOMEM);
+                return;
+            }
+            memcpy(copy, pt, len);
+            dc_noise_plaintext_consume(c->noise, len);
+            secure_input(c, copy, len);
+            dc_free(copy);
+        }
+        return;
+    }
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    DC_UNUSED(handle);
+    DC_UNUSED(suggested);
+    buf->base = dc_malloc(READ_CHUNK);
+    buf->len = buf->base != NULL ? READ_CHUNK : 0;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    uint8_t *p = (uint8_t *)buf->base;
+    size_t skip = 0;
+
+    if (c->closing) {
+        dc_free(buf->base);
+        return;
+    }
+    conn_enter(c);
+    if (nread < 0) {
+        conn_fail(c, nread == UV_EOF ? DC_ECLOSED : (int)nread);
+    } else if (nread > 0) {
+        if (c->use_psk)
+            dc_pnet_decrypt(&c->pnet, p, (size_t)nread, &skip);
+        conn_input(c, p + skip, (size_t)nread - skip);
+    } else if (buf->base == NULL) {
+        conn_fail(c, DC_ENOMEM);
+    }
+    dc_free(buf->base);
+    conn_leave(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+
+    conn_enter(c);
+    if (!c->established)
+        conn_fail(c, DC_ETIMEDOUT);
+    else if (c->yamux != NULL && dc_yamux_stream_count(c->yamux) == 0)
+        conn_fail(c, 0); /* idle */
+    else if (c->h->idle_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_timer, c->h->idle_timeout_ms, 0);
+    conn_leave(c);
+}
+
+/* The socket is connected (either way): start the upgrade. */
+static void conn_start(struct conn *c, uint32_t timeout_ms)
+{
+    int rc;
+
+    c->tcp.data = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+            (void)sockaddr_to_multiaddr((struct sockaddr *)&ss, &c->remote, c->remote_text,
+                                        sizeof(c->remote_text));
+    }
+    if (timeout_ms > 0)
+        uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+    if (c->use_psk) {
+        dc_pnet_init(&c->pnet, c->h->psk, NULL);
+        conn_write_raw(c, c->pnet.local_nonce, DC_PNET_NONCE_LEN, true);
+    }
+    rc = start_mss(c, DC_NOISE_PROTOCOL_ID);
+    if (rc < 0) {
+        conn_fail(c, rc);
+        return;
+    }
+    c->state = ST_MSS_SEC;
+    flush_mss_raw(c);
+    rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc < 0)
+        conn_fail(c, rc);
+}
+
+static void on_conn_handle_closed(uv_handle_t *handle)
+{
+    struct conn *c = handle->data;
+    struct dc_host *h = c->h;
+
+    if (--c->handles > 0)
+        return;
+    dc_mss_free(c->mss);
+    dc_noise_free(c->noise);
+    if (c->use_psk)
+        dc_pnet_cleanup(&c->pnet);
+    dc_free(c);
+    h->handles--;
+    host_maybe_free(h);
+}
+
+/* Delivers a dial's result from the loop (never inside the caller's dc_host_dial). */
+static void dial_complete(struct dial *d, int status, const struct dc_peer_id *peer)
+{
+    struct dc_host *h = d->h;
+
+    d->status = status;
+    if (peer != NULL)
+        d->peer = *peer;
+    d->next = h->completed;
+    h->completed = d;
+    if (!h->closing)
+        uv_timer_start(&h->tick, on_tick, 0, 0);
+}
+
+static size_t peer_conn_count(const struct dc_host *h, const struct dc_peer_id *id)
+{
+    size_t n = 0;
+
+    for (const struct conn *c = h->conns; c != NULL; c = c->next)
+        if (c->established && dc_peer_id_equal(&c->peer, id))
+            n++;
+    return n;
+}
+
+static const char *stage_name(enum conn_state st)
+{
+    switch (st) {
+    case ST_CONNECTING:
+        return "connect";
+    case ST_MSS_SEC:
+        return "security negotiation (multistream-select)";
+    case ST_NOISE:
+        return "noise handshake";
+    case ST_MSS_MUX:
+        return "muxer negotiation (multistream-select)";
+    default:
+        return "session";
+    }
+}
+
+static void conn_close(struct conn *c, int err)
+{
+    struct dc_host *h = c->h;
+    struct conn **pp;
+    bool was_established = c->established;
+
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->busy++; /* nothing below may re-enter a close */
+    for (pp = &h->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            h->n_conns--;
+            break;
+        }
+    }
+    if (c->inbound_counted) {
+        h->inbound_hs--;
+        c->inbound_counted = false;
+    }
+    if (!was_established && err != 0 && !h->closing && h->ev.on_conn_error != NULL) {
+        const char *hint = NULL;
+        /* Under pnet, a peer with another key reads our bytes as noise and we read its: the
+         * first negotiation fails (or the peer hangs up, or waits forever for a length). */
+        if (c->use_psk && c->state == ST_MSS_SEC)
+            hint = "the peer is not in this private network (different or no swarm key)";
+        else if (!c->use_psk && c->state == ST_MSS_SEC &&
+                 (err == DC_EPROTO || err == DC_ECORRUPT || err == DC_ELIMIT))
+            hint = "the peer does not speak libp2p, or it is in a private network (swarm key)";
+        else if (err == DC_EPEER)
+            hint = "the peer's identity is not the PeerId that was dialed";
+        h->ev.on_conn_error(h->ud, c->remote_text, c->outbound, err, stage_name(c->state), hint);
+    }
+    if (c->dial != NULL) {
+        /* A connection that lost the dedup race still means the peer is reachable. */
+        const struct dc_peer_id *pid = c->noise != NULL ? dc_noise_remote_peer(c->noise) : NULL;
+
+        if (pid != NULL && !h->closing && peer_conn_count(h, pid) > 0)
+            dial_complete(c->dial, 0, pid);
+        else
+            dial_complete(c->dial, err != 0 ? err : DC_ECLOSED, NULL);
+        c->dial = NULL;
+    }
+    for (struct dc_host_stream *s = c->streams; s != NULL; s = s->next)
+        stream_fire_close(s, DC_ECLOSED);
+    dc_yamux_free(c->yamux); /* its on_close calls find every stream dead */
+    c->yamux = NULL;
+    while (c->streams != NULL) {
+        struct dc_host_stream *s = c->streams;
+        c->streams = s->next;
+        stream_free(s);
+    }
+    c->established = false;
+    if (was_established && peer_conn_count(h, &c->peer) == 0) {
+        struct peer *p = peer_find(h, &c->peer);
+        if (p != NULL) {
+            p->info.connected = false;
+            p->info.last_seen_ms = now_ms();
+        }
+        if (!h->closing && h->ev.on_disconnected != NULL)
+            h->ev.on_disconnected(h->ud, &c->peer, err);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static struct conn *conn_new(struct dc_host *h, bool outbound)
+{
+    struct conn *c = dc_calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->h = h;
+    c->outbound = outbound;
+    c->use_psk = h->use_psk;
+    if (uv_tcp_init(h->loop, &c->tcp) < 0) {
+        dc_free(c);
+        return NULL;
+    }
+    uv_timer_init(h->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    h->handles++;
+    snprintf(c->remote_text, sizeof(c->remote_text), "?");
+    c->next = h->conns;
+    h->conns = c;
+    h->n_conns++;
+    return c;
+}
+
+/* ---- identify and ping ------------------------------------------------------------------ */
+
+static void identify_start(struct conn *c);
+
+static void on_established(struct conn *c)
+{
+    struct dc_host *h = c->h;
+    struct conn *other = NULL;
+    struct peer *p;
+    bool first;
+
+    uv_timer_stop(&c->timer);
+    if (c->inbound_counted) {
+        h->inbound_hs--;
+        c->inbound_counted = false;
+    }
+    for (struct conn *o = h->conns; o != NULL; o = o->next)
+        if (o != c && o->established && dc_peer_id_equal(&o->peer, &c->peer))
+            other = o;
+    if (other != NULL) {
+        /* Keep the connection dialed by the smaller PeerId, so both ends pick the same one;
+         * between two dialed by the same side, keep the older. */
+        const struct dc_peer_id *self = dc_identity_peer_id(h->id);
+        const struct dc_peer_id *dc_new = c->outbound ? self : &c->peer;
+        const struct dc_peer_id *dc_old = other->outbound ? self : &other->peer;
+        bool keep_new = false;
+        if (!dc_peer_id_equal(dc_new, dc_old)) {
+            size_t n = dc_new->len < dc_old->len ? dc_new->len : dc_old->len;
+            int cmp = memcmp(dc_new->bytes, dc_old->bytes, n);
+            keep_new = cmp < 0 || (cmp == 0 && dc_new->len < dc_old->len);
+        }
+        if (!keep_new) {
+            if (c->dial != NULL) {
+                dial_complete(c->dial, 0, &c->peer);
+                c->dial = NULL;
+            }
+            conn_fail(c, 0);
+            return;
+        }
+        c->established = true;
+        if (other->dial != NULL) {
+            dial_complete(other->dial, 0, &c->peer);
+            other->dial = NULL;
+        }
+        conn_fail(other, 0);
+    }
+    first = peer_conn_count(h, &c->peer) == 0;
+    c->established = true;
+    p = peer_get(h, &c->peer);
+    if (p != NULL) {
+        p->info.connected = true;
+        p->info.last_seen_ms = now_ms();
+        if (c->outbound && c->remote.len > 0)
+            peer_add_addr(p, &c->remote);
+    }
+    if (c->dial != NULL) {
+        dial_complete(c->dial, 0, &c->peer);
+        c->dial = NULL;
+    }
+    if (h->idle_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_timer, h->idle_timeout_ms, 0);
+    if (first && h->ev.on_connected != NULL)
+        h->ev.on_connected(h->ud, &c->peer, c->outbound, &c->remote);
+    if (!c->failed)
+        identify_start(c);
+}
+
+/* Ping client state. */
+struct ping {
+    struct dc_host *h;
+    dc_host_ping_cb cb;
+    void *ud;
+    uint8_t payload[DC_PING_LEN], got[DC_PING_LEN];
+    size_t have;
+    uint64_t t0;
+    bool done;
+};
+
+static void ping_finish(struct ping *pg, struct dc_host_stream *s, int status, uint64_t rtt)
+{
+    if (pg->done)
+        return;
+    pg->done = true;
+    if (status == 0) {
+        struct peer *p = peer_find(pg->h, &s->c->peer);
+        if (p != NULL) {
+            p->info.rtt_us = rtt;
+            p->info.last_seen_ms = now_ms();
+        }
+    }
+    if (pg->cb != NULL)
+        pg->cb(pg->ud, status, rtt);
+}
+
+static void ping_on_open(void *ud, struct dc_host_stream *s)
+{
+    struct ping *pg = ud;
+
+    pg->t0 = uv_hrtime();
+    if (dc_host_stream_write(s, pg->payload, sizeof(pg->payload)) < 0) {
+        ping_finish(pg, s, DC_ENOMEM, 0);
+        dc_host_stream_reset(s);
+        dc_free(pg);
+    }
+}
+
+static void ping_on_data(void *ud, struct dc_host_stream *s, const uint8_t *p, size_t n)
+{
+    struct ping *pg = ud;
+    size_t take = DC_PING_LEN - pg->have < n ? DC_PING_LEN - pg->have : n;
+
+    memcpy(pg->got + pg->have, p, take);
+    pg->have += take;
+    if (pg->have < DC_PING_LEN && take == n)
+        return;
+    if (pg->have == DC_PING_LEN && take == n && memcmp(pg->got, pg->payload, DC_PING_LEN) == 0)
+        ping_finish(pg, s, 0, (uv_hrtime() - pg->t0) / 1000u);
+    else
+        ping_finish(pg, s, DC_EPROTO, 0);
+    dc_host_stream_reset(s);
+    dc_free(pg);
+}
+
+static void ping_on_close(void *ud, struct dc_host_stream *s, int err)
+{
+    struct ping *pg = ud;
+
+    ping_finish(pg, s, err != 0 ? err : DC_EPROTO, 0);
+    dc_free(pg);
+}
+
+static const struct dc_host_stream_cb ping_client_cb = {
+    .on_open = ping_on_open, .on_data = ping_on_data, .on_close = ping_on_close};
+
+/* The ping server echoes every byte until the peer closes. */
+static void ping_server_data(void *ud, struct dc_host_stream *s, const uint8_t *p, size_t n)
+{
+    DC_UNUSED(ud);
+    if (dc_host_stream_write(s, p, n) < 0)
+        dc_host_stream_reset(s);
+}
+
+static void ping_server_fin(void *ud, struct dc_host_stream *s)
+{
+    DC_UNUSED(ud);
+    (void)dc_host_stream_close(s);
+}
+
+static const struct dc_host_stream_cb ping_server_cb = {.on_data = ping_server_data,
+                                                        .on_fin = ping_server_fin};
+
+int dc_host_ping(struct dc_host *h, const struct dc_peer_id *peer, dc_host_ping_cb cb, void *ud)
+{
+    const char *protos[1] = {DC_PING_PROTOCOL_ID};
+    struct dc_host_stream *s;
+    struct ping *pg = dc_calloc(1, sizeof(*pg));
+    int rc;
+
+    if (pg == NULL)
+        return DC_ENOMEM;
+    pg->h = h;
+    pg->cb = cb;
+    pg->ud = ud;
+    randombytes_buf(pg->payload, sizeof(pg->payload));
+    rc = dc_host_new_stream(h, peer, protos, 1, &ping_client_cb, pg, &s);
+    if (rc < 0)
+        dc_free(pg);
+    return rc;
+}
+
+/* Identify: the server writes one length-prefixed Identify message and closes; the client
+ * collects it until the peer's FIN. */
+static void *pb_alloc(void *ud, size_t n)
+{
+    DC_UNUSED(ud);
+    return dc_malloc(n);
+}
+
+static void pb_free(void *ud, void *p)
+{
+    DC_UNUSED(ud);
+    dc_free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+
+static void identify_server_open(void *ud, struct dc_host_stream *s)
+{
+    struct dc_host *h = ud;
+    Dc__Identify__Identify msg = DC__IDENTIFY__IDENTIFY__INIT;
+    struct dc_multiaddr addrs[DC_PEER_MAX_ADDRS];
+    ProtobufCBinaryData bins[DC_PEER_MAX_ADDRS];
+    char *protos[MAX_HANDLERS];
+    uint8_t key[DC_ED25519_PUBLIC_KEY_PROTO_LEN], *buf;
+    size_t n_addrs, key_len, len, vlen;
+    int rc;
+
+    n_addrs = dc_host_listen_addrs(h, addrs, DC_ARRAY_LEN(addrs));
+    if (n_addrs > DC_ARRAY_LEN(addrs))
+        n_addrs = DC_ARRAY_LEN(addrs);
+    for (size_t i = 0; i < n_addrs; i++) {
+        bins[i].data = addrs[i].bytes;
+        bins[i].len = addrs[i].len;
+    }
+    for (size_t i = 0; i < h->n_handlers; i++)
+        protos[i] = h->handlers[i].protocol;
+    if (dc_identity_public_key_proto(h->id, key, sizeof(key), &key_len) < 0)
+        goto fail;
+    msg.protocolversion = (char *)DC_IDENTIFY_PROTOCOL_VERSION;
+    msg.agentversion = h->agent;
+    msg.has_publickey = 1;
+    msg.publickey.data = key;
+    msg.publickey.len = key_len;
+    msg.n_listenaddrs = n_addrs;
+    msg.listenaddrs = bins;
+    msg.n_protocols = h->n_handlers;
+    msg.protocols = protos;
+    if (s->c->remote.len > 0) {
+        msg.has_observedaddr = 1;
+        msg.observedaddr.data = s->c->remote.bytes;
+        msg.observedaddr.len = s->c->remote.len;
+    }
+    len = dc__identify__identify__get_packed_size(&msg);
+    buf = dc_malloc(len + DC_VARINT_MAX_LEN);
+    if (buf == NULL)
+        goto fail;
+    vlen = dc_varint_encode(len, buf);
+    dc__identify__identify__pack(&msg, buf + vlen);
+    rc = dc_host_stream_write(s, buf, vlen + len);
+    dc_free(buf);
+    if (rc < 0)
+        goto fail;
+    (void)dc_host_stream_close(s);
+    return;
+fail:
+    dc_host_stream_reset(s);
+}
+
+static void identify_server_fin(void *ud, struct dc_host_stream *s)
+{
+    DC_UNUSED(ud);
+    (void)dc_host_stream_close(s);
+}
+
+static const struct dc_host_stream_cb identify_server_cb = {.on_open = identify_server_open,
+                                                            .on_fin = identify_server_fin};
+
+struct ident {
+    struct dc_host *h;
+    struct dc_buf buf;
+    bool stored;
+};
+
+static void identify_store(struct ident *id, struct dc_host_stream *s)
+{
+    struct dc_host *h = id->h;
+    Dc__Identify__Identify *msg;
+    struct peer *p;
+    uint64_t len;
+    size_t used;
+
+    if (id->stored)
+        return;
+    id->stored = true;
+    if (dc_varint_decode(id->buf.data, id->buf.len, &len, &used) < 0 || len != id->buf.len - used)
+        return;
+    msg = dc__identify__identify__unpack(&pb_allocator, (size_t)len, id->buf.data + used);
+    if (msg == NULL)
+        return;
+    /* The key must be the one the connection authenticated. */
+    if (msg->has_publickey) {
+        struct dc_peer_id pid;
+        if (dc_peer_id_from_public_key_proto(msg->publickey.data, msg->publickey.len, &pid) < 0 ||
+            !dc_peer_id_equal(&pid, &s->c->peer))
+            goto out;
+    }
+    p = peer_get(h, &s->c->peer);
+    if (p == NULL)
+        goto out;
+    snprintf(p->info.agent, sizeof(p->info.agent), "%s",
+             msg->agentversion != NULL ? msg->agentversion : "");
+    snprintf(p->info.protocol_version, sizeof(p->info.protocol_version), "%s",
+             msg->protocolversion != NULL ? msg->protocolversion : "");
+    for (size_t i = 0; i < p->info.n_protocols; i++)
+        dc_free(p->info.protocols[i]);
+    p->info.n_protocols = 0;
+    for (size_t i = 0; i < msg->n_protocols && p->info.n_protocols < DC_PEER_MAX_PROTOCOLS; i++) {
+        if (strlen(msg->protocols[i]) > DC_PROTOCOL_ID_MAX)
+            continue;
+        char *dup = dc_strdup(msg->protocols[i]);
+        if (dup != NULL)
+            p->info.protocols[p->info.n_protocols++] = dup;
+    }
+    for (size_t i = 0; i < msg->n_listenaddrs; i++) {
+        struct dc_multiaddr ma;
+        if (dc_multiaddr_from_bytes(msg->listenaddrs[i].data, msg->listenaddrs[i].len, &ma, NULL) ==
+            0)
+            peer_add_addr(p, &ma);
+    }
+    if (msg->has_observedaddr &&
+        dc_multiaddr_from_bytes(msg->observedaddr.data, msg->observedaddr.len, &p->info.observed,
+                                NULL) < 0)
+        p->info.observed.len = 0;
+    p->info.identified = true;
+    p->info.last_seen_ms = now_ms();
+    if (!h->closing && h->ev.on_identified != NULL)
+        h->ev.on_identified(h->ud, &p->info);
+out:
+    dc__identify__identify__free_unpacked(msg, &pb_allocator);
+}
+
+static void ident_data(void *ud, struct dc_host_stream *s, const uint8_t *p, size_t n)
+{
+    struct ident *id = ud;
+
+    if (dc_buf_append(&id->buf, p, n) < 0)
+        dc_host_stream_reset(s); /* on_close will not fire: free here */
+    if (s->dead) {
+        dc_buf_cleanup(&id->buf);
+        dc_free(id);
+    }
+}
+
+static void ident_fin(void *ud, struct dc_host_stream *s)
+{
+    struct ident *id = ud;
+
+    identify_store(id, s);
+    (void)dc_host_stream_close(s);
+}
+
+static void ident_close(void *ud, struct dc_host_stream *s, int err)
+{
+    struct ident *id = ud;
+
+    if (err == 0)
+        identify_store(id, s);
+    dc_buf_cleanup(&id->buf);
+    dc_free(id);
+}
+
+static const struct dc_host_stream_cb identify_client_cb = {
+    .on_data = ident_data, .on_fin = ident_fin, .on_close = ident_close};
+
+static void identify_start(struct conn *c)
+{
+    const char *protos[1] = {DC_IDENTIFY_PROTOCOL_ID};
+    struct dc_host_stream *s;
+    struct ident *id = dc_calloc(1, sizeof(*id));
+
+    if (id == NULL)
+        return;
+    id->h = c->h;
+    dc_buf_init(&id->buf, IDENTIFY_MAX);
+    if (dc_host_new_stream(c->h, &c->peer, protos, 1, &identify_client_cb, id, &s) < 0) {
+        dc_buf_cleanup(&id->buf);
+        dc_free(id);
+        return;
+    }
+    (void)dc_host_stream_close(s); /* we only read */
+}
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
+static void stream_flush(struct dc_host_stream *s)
+{
+    struct conn *c = s->c;
+    size_t w;
+    int rc;
+
+    if (s->dead || !s->open || c->yamux == NULL)
+        return;
+    while (s->pending.len > s->pending_off) {
+        rc = dc_yamux_stream_write(c->yamux, s->id, s->pending.data + s->pending_off,
+                                   s->pending.len - s->pending_off, &w);
+        if (rc < 0) {
+            (void)dc_yamux_stream_reset(c->yamux, s->id);
+            stream_fire_close(s, rc);
+            return;
+        }
+        if (w == 0)
+            break;
+        s->pending_off += w;
+    }
+    if (s->pending_off == s->pending.len) {
+        dc_buf_reset(&s->pending);
+        s->pending_off = 0;
+    } else if (s->pending_off > 1024 * 1024) {
+        dc_buf_consume(&s->pending, s->pending_off);
+        s->pending_off = 0;
+    }
+    if (s->pending.len == 0 && s->close_requested && !s->fin_sent) {
+        s->fin_sent = true;
+        (void)dc_yamux_stream_close(c->yamux, s->id); /* may fire on_close */
+    }
+    conn_flush(c);
+}
+
+int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len)
+{
+    struct conn *c = s->c;
+    int rc;
+
+    if (s->dead || s->close_requested)
+        return DC_ESTATE;
+    if (len == 0)
+        return 0;
+    if (s->pending.len - s->pending_off + len > STREAM_MAX_QUEUED)
+        return DC_ELIMIT;
+    rc = dc_buf_append(&s->pending, p, len);
+    if (rc < 0)
+        return rc;
+    conn_enter(c);
+    stream_flush(s);
+    conn_leave(c);
+    return 0;
+}
+
+size_t dc_host_stream_queued(const struct dc_host_stream *s)
+{
+    return s->pending.len - s->pending_off;
+}
+
+int dc_host_stream_close(struct dc_host_stream *s)
+{
+    struct conn *c = s->c;
+
+    if (s->dead || s->close_requested)
+        return DC_ESTATE;
+    s->close_requested = true;
+    conn_enter(c);
+    stream_flush(s);
+    conn_leave(c);
+    return 0;
+}
+
+void dc_host_stream_reset(struct dc_host_stream *s)
+{
+    struct conn *c = s->c;
+
+    if (s->dead)
+        return;
+    s->dead = true;
+    conn_enter(c);
+    if (c->yamux != NULL)
+        (void)dc_yamux_stream_reset(c->yamux, s->id);
+    conn_flush(c);
+    conn_leave(c);
+}
+
+const char *dc_host_stream_protocol(const struct dc_host_stream *s)
+{
+    return s->open ? s->protocol : NULL;
+}
+
+const struct dc_peer_id *dc_host_stream_peer(const struct dc_host_stream *s)
+{
+    return &s->c->peer;
+}
+
+void dc_host_stream_set_user(struct dc_host_stream *s, void *ud)
+{
+    s->ud = ud;
+}
+
+static struct conn *conn_for_peer(const struct dc_host *h, const struct dc_peer_id *peer)
+{
+    for (struct conn *c = h->conns; c != NULL; c = c->next)
+        if (c->established && !c->failed && dc_peer_id_equal(&c->peer, peer))
+            return c;
+    return NULL;
+}
+
+int dc_host_new_stream(struct dc_host *h, const struct dc_peer_id *peer,
+                       const char *const *protocols, size_t n, const struct dc_host_stream_cb *cb,
+                       void *ud, struct dc_host_stream **out)
+{
+    struct dc_mss_config mc = {.initiator = true, .protocols = protocols, .n_protocols = n};
+    struct dc_host_stream *s;
+    struct conn *c;
+    int rc;
+
+    *out = NULL;
+    if (h->closing)
+        return DC_ECLOSED;
+    c = conn_for_peer(h, peer);
+    if (c == NULL)
+        return DC_ENOENT;
+    if (n == 0)
+        return DC_EINVAL;
+    s = stream_new(c, true);
+    if (s == NULL)
+        return DC_ENOMEM;
+    s->cb = cb;
+    s->ud = ud;
+    rc = dc_mss_new(&mc, &s->mss);
+    if (rc < 0) {
+        s->dead = true;
+        return rc;
+    }
+    conn_enter(c);
+    rc = dc_yamux_stream_open(c->yamux, s, &s->id);
+    if (rc < 0) {
+        s->dead = true;
+        conn_leave(c);
+        return rc == DC_EAGAIN ? DC_ELIMIT : rc;
+    }
+    stream_flush_mss(s);
+    conn_flush(c);
+    if (s->dead) {
+        conn_leave(c);
+        return DC_ELIMIT;
+    }
+    conn_leave(c);
+    *out = s;
+    return 0;
+}
+
+/* ---- listening and dialing -------------------------------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *handle)
+{
+    struct listener *l = handle->data;
+    struct dc_host *h = l->h;
+
+    dc_free(l);
+    h->handles--;
+    host_maybe_free(h);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    struct dc_host *h = l->h;
+    struct conn *c;
+
+    if (status < 0 || h->closing)
+        return;
+    c = conn_new(h, false);
+    if (c == NULL)
+        return;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c, 0);
+        return;
+    }
+    /* Over a limit: accept and close at once, so the backlog does not fill with them. */
+    if (h->n_conns > h->max_conns || h->inbound_hs >= h->max_inbound_hs) {
+        conn_close(c, 0);
+        return;
+    }
+    c->inbound_counted = true;
+    h->inbound_hs++;
+    conn_enter(c);
+    conn_start(c, h->hs_timeout_ms);
+    conn_leave(c);
+}
+
+int dc_host_listen(struct dc_host *h, const struct dc_multiaddr *ma)
+{
+    struct dc_multiaddr_target t;
+    struct sockaddr_storage ss;
+    struct listener *l;
+    int rc, len;
+
+    if (h->closing)
+        return DC_ESTATE;
+    if (h->n_listeners >= MAX_LISTENERS)
+        return DC_ELIMIT;
+    rc = dc_multiaddr_target(ma, &t);
+    if (rc < 0)
+        return rc;
+    rc = target_to_sockaddr(&t, &ss);
+    if (rc < 0)
+        return rc;
+    l = dc_calloc(1, sizeof(*l));
+    if (l == NULL)
+        return DC_ENOMEM;
+    l->h = h;
+    l->family = ss.ss_family;
+    uv_tcp_init(h->loop, &l->tcp);
+    l->tcp.data = l;
+    h->handles++;
+    rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss,
+                     ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection);
+    if (rc == 0) {
+        len = sizeof(ss);
+        rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
+    }
+    if (rc == 0)
+        rc = sockaddr_to_multiaddr((struct sockaddr *)&ss, &l->addr, NULL, 0);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        return rc;
+    }
+    if (ss.ss_family == AF_INET)
+        l->unspecified = ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    else
+        l->unspecified = IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+    h->listeners[h->n_listeners++] = l;
+    return 0;
+}
+
+size_t dc_host_listen_addrs(const struct dc_host *h, struct dc_multiaddr *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < h->n_listeners; i++) {
+        const struct listener *l = h->listeners[i];
+        struct dc_multiaddr_target t;
+
+        if (!l->unspecified) {
+            if (n < cap)
+                out[n] = l->addr;
+            n++;
+            continue;
+        }
+        if (dc_multiaddr_target(&l->addr, &t) < 0)
+            continue;
+        uv_interface_address_t *ifs;
+        int count;
+        if (uv_interface_addresses(&ifs, &count) != 0)
+            continue;
+        /* Loopback first: it is the one address every local peer can reach. */
+        for (int pass = 0; pass < 2; pass++) {
+            for (int k = 0; k < count; k++) {
+                struct sockaddr_storage ss;
+                struct dc_multiaddr ma;
+
+                if ((pass == 0) != (ifs[k].is_internal != 0))
+                    continue;
+                if (ifs[k].address.address4.sin_family != l->family)
+                    continue;
+                memset(&ss, 0, sizeof(ss));
+                if (l->family == AF_INET) {
+                    struct sockaddr_in a = ifs[k].address.address4;
+                    a.sin_port = htons(t.port);
+                    memcpy(&ss, &a, sizeof(a));
+                } else {
+                    struct sockaddr_in6 a = ifs[k].address.address6;
+                    if (IN6_IS_ADDR_LINKLOCAL(&a.sin6_addr))
+                        continue; /* needs a zone to be dialable */
+                    a.sin6_port = htons(t.port);
+                    memcpy(&ss, &a, sizeof(a));
+                }
+                if (sockaddr_to_multiaddr((struct sockaddr *)&ss, &ma, NULL, 0) < 0)
+                    continue;
+                if (n < cap)
+                    out[n] = ma;
+                n++;
+            }
+        }
+        uv_free_interface_addresses(ifs, count);
+    }
+    return n;
+}
+
+const struct dc_peer_id *dc_host_peer_id(const struct dc_host *h)
+{
+    return dc_identity_peer_id(h->id);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (c->closing)
+        return;
+    conn_enter(c);
+    if (status < 0)
+        conn_fail(c, status);
+    else
+        conn_start(c, 0 /* keep the dial's timer */);
+    conn_leave(c);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct dc_host *h = t->data;
+
+    while (h->completed != NULL && !h->closing) {
+        struct dial *d = h->completed;
+        h->completed = d->next;
+        if (d->cb != NULL)
+            d->cb(d->ud, d->status, d->status == 0 ? &d->peer : NULL);
+        dc_free(d);
+    }
+}
+
+int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t timeout_ms,
+                 dc_host_dial_cb cb, void *ud)
+{
+    struct dc_multiaddr_target t;
+    struct sockaddr_storage ss;
+    const uint8_t *mh;
+    size_t mh_len;
+    struct dc_peer_id expected;
+    bool has_expected = false;
+    struct dial *d;
+    struct conn *c;
+    int rc;
+
+    if (h->closing)
+        return DC_ESTATE;
+    rc = dc_multiaddr_target(ma, &t);
+    if (rc < 0)
+        return rc;
+    rc = target_to_sockaddr(&t, &ss);
+    if (rc < 0)
+        return rc;
+    if (dc_multiaddr_peer_id(ma, &mh, &mh_len) == 0) {
+        if (dc_peer_id_from_bytes(mh, mh_len, &expected) < 0)
+            return DC_EINVAL;
+        if (dc_peer_id_equal(&expected, dc_identity_peer_id(h->id)))
+            return DC_EINVAL;
+        has_expected = true;
+    }
+    d = dc_calloc(1, sizeof(*d));
+    if (d == NULL)
+        return DC_ENOMEM;
+    d->h = h;
+    d->cb = cb;
+    d->ud = ud;
+    if (has_expected && conn_for_peer(h, &expected) != NULL) {
+        dial_complete(d, 0, &expected);
+        return 0;
+    }
+    c = conn_new(h, true);
+    if (c == NULL) {
+        dc_free(d);
+        return DC_ENOMEM;
+    }
+    c->has_expected = has_expected;
+    if (has_expected)
+        c->expected = expected;
+    (void)sockaddr_to_multiaddr((struct sockaddr *)&ss, &c->remote, c->remote_text,
+                                sizeof(c->remote_text));
+    c->connect_req.data = c;
+    rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
+    if (rc < 0) {
+        dc_free(d);
+        conn_close(c, 0);
+        return rc;
+    }
+    c->dial = d;
+    uv_timer_start(&c->timer, on_timer, timeout_ms ? timeout_ms : h->hs_timeout_ms, 0);
+    return 0;
+}
+
+/* ---- the host --------------------------------------------------------------------------- */
+
+int dc_host_set_handler(struct dc_host *h, const char *protocol, const struct dc_host_stream_cb *cb,
+                        void *ud)
+{
+    struct handler *hd;
+    char *dup;
+
+    if (protocol == NULL || protocol[0] == '\0' || strlen(protocol) > DC_PROTOCOL_ID_MAX ||
+        strchr(protocol, '\n') != NULL)
+        return DC_EINVAL;
+    hd = handler_find(h, protocol);
+    if (hd != NULL) {
+        hd->cb = cb;
+        hd->ud = ud;
+        return 0;
+    }
+    if (h->n_handlers >= DC_MSS_MAX_PROPOSALS)
+        return DC_ELIMIT;
+    dup = dc_strdup(protocol);
+    if (dup == NULL)
+        return DC_ENOMEM;
+    h->handlers[h->n_handlers++] = (struct handler){dup, cb, ud};
+    return 0;
+}
+
+int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out)
+{
+    struct dc_host *h;
+    int rc;
+
+    *out = NULL;
+    if (cfg->loop == NULL || cfg->identity == NULL)
+        return DC_EINVAL;
+    h = dc_calloc(1, sizeof(*h));
+    if (h == NULL)
+        return DC_ENOMEM;
+    h->loop = cfg->loop;
+    h->id = cfg->identity;
+    h->agent = dc_strdup(cfg->agent_version != NULL ? cfg->agent_version : "democritus");
+    if (h->agent == NULL) {
+        rc = DC_ENOMEM;
+        goto err_free;
+    }
+    h->use_psk = cfg->use_psk;
+    memcpy(h->psk, cfg->psk, sizeof(h->psk));
+    h->max_conns = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNS;
+    h->max_inbound_hs =
+        cfg->max_inbound_handshakes ? cfg->max_inbound_handshakes : DEFAULT_MAX_INBOUND_HS;
+    h->hs_timeout_ms =
+        cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT;
+    h->idle_timeout_ms = cfg->idle_timeout_ms;
+    h->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
+    h->ev = cfg->ev;
+    h->ud = cfg->ud;
+    rc = dc_host_set_handler(h, DC_IDENTIFY_PROTOCOL_ID, &identify_server_cb, h);
+    if (rc == 0)
+        rc = dc_host_set_handler(h, DC_PING_PROTOCOL_ID, &ping_server_cb, h);
+    if (rc < 0)
+        goto err_free;
+    uv_timer_init(h->loop, &h->tick);
+    h->tick.data = h;
+    h->handles = 1;
+    /* on_tick is given at each start (uv_timer_start needs the callback). */
+    *out = h;
+    return 0;
+
+err_free:
+    for (size_t i = 0; i < h->n_handlers; i++)
+        dc_free(h->handlers[i].protocol);
+    dc_free(h->agent);
+    dc_free(h);
+    return rc;
+}
+
+static void on_tick_closed(uv_handle_t *handle)
+{
+    struct dc_host *h = handle->data;
+
+    h->handles--;
+    host_maybe_free(h);
+}
+
+void dc_host_free(struct dc_host *h)
+{
+    if (h == NULL)
+        return;
+    /* No events from here on; dial results (queued or caused by the closing below) and
+     * streams' on_close are delivered now: callbacks never outlive the host. */
+    h->closing = true;
+    while (h->conns != NULL)
+        conn_close(h->conns, DC_ECLOSED);
+    while (h->completed != NULL) {
+        struct dial *d = h->completed;
+        h->completed = d->next;
+        if (d->cb != NULL)
+            d->cb(d->ud, d->status, d->status == 0 ? &d->peer : NULL);
+        dc_free(d);
+    }
+    for (size_t i = 0; i < h->n_listeners; i++)
+        uv_close((uv_handle_t *)&h->listeners[i]->tcp, on_listener_closed);
+    h->n_listeners = 0;
+    uv_close((uv_handle_t *)&h->tick, on_tick_closed);
+}
+
+const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h, const struct dc_peer_id *peer)
+{
+    const struct peer *p = peer_find(h, peer);
+
+    return p != NULL ? &p->info : NULL;
+}
+
+size_t dc_host_connected_count(const struct dc_host *h)
+{
+    size_t n = 0;
+
+    for (const struct peer *p = h->peers; p != NULL; p = p->next)
+        if (p->info.connected)
+            n++;
+    return n;
+}
+
+size_t dc_host_connection_count(const struct dc_host *h)
+{
+    return h->n_conns;
+}

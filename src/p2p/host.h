@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host.h - the libp2p host: TCP connections on the caller's libuv loop, upgraded through
+ * the protocol cores (optional pnet -> multistream-select "/noise" -> Noise XX ->
+ * multistream-select "/yamux/1.0.0" -> yamux), streams negotiated per protocol id, the
+ * built-in /ipfs/ping/1.0.0 and /ipfs/id/1.0.0 protocols, and an in-memory peerstore.
+ *
+ * Threading and lifetime: a host and everything it hands out belong to the loop's thread.
+ * Callbacks run on that thread from inside the loop, never from inside the call that
+ * registered them. dc_host_free() closes every handle; callbacks still pending fire during it
+ * (dials and pings with DC_ECLOSED, streams' on_close with DC_ECLOSED) and never afterwards;
+ * the caller must run the loop once more so libuv can finish closing the handles (the host's
+ * memory is released by the last close callback). No dc_host_* call may be made from inside a
+ * callback for dc_host_free().
+ *
+ * Connections are deduplicated per peer: when two end up connecting the same pair (both sides
+ * dialed at once), both hosts keep the one dialed by the smaller PeerId and close the other.
+ */
+#ifndef DC_P2P_HOST_H
+#define DC_P2P_HOST_H
+
+#include <uv.h>
+
+#include "base/base.h"
+#include "crypto/crypto.h"
+#include "p2p/p2p.h"
+
+#define DC_PING_PROTOCOL_ID          "/ipfs/ping/1.0.0"
+#define DC_IDENTIFY_PROTOCOL_ID      "/ipfs/id/1.0.0"
+#define DC_IDENTIFY_PROTOCOL_VERSION "ipfs/0.1.0"
+#define DC_PING_LEN                  32
+/* Peerstore limits per peer: what a peer says about itself beyond these is dropped. */
+#define DC_PEER_MAX_ADDRS     32
+#define DC_PEER_MAX_PROTOCOLS 64
+#define DC_PEER_AGENT_MAX     128
+/* Longest protocol id we register or store. */
+#define DC_PROTOCOL_ID_MAX 256
+
+struct dc_host;
+struct dc_host_stream;
+
+/* What the host knows about a peer (peerstore entry). Borrowed from the host: valid until the
+ * next callback or dc_host_* call. */
+struct dc_peer_info {
+    struct dc_peer_id id;
+    bool connected;
+    bool identified; /* an identify message from it was stored */
+    char agent[DC_PEER_AGENT_MAX];
+    char protocol_version[DC_PEER_AGENT_MAX];
+    size_t n_addrs;
+    struct dc_multiaddr addrs[DC_PEER_MAX_ADDRS]; /* listen addresses it reported, plus the one
+                                                     we dialed */
+    size_t n_protocols;
+    char *protocols[DC_PEER_MAX_PROTOCOLS];
+    struct dc_multiaddr observed; /* our address as it saw us (len 0 when unknown) */
+    uint64_t last_seen_ms;        /* wall clock, ms since the epoch */
+    uint64_t rtt_us;              /* last ping round trip, 0 when never pinged */
+};
+
+/* Host-wide events; any may be NULL. 'ud' is dc_host_config.ud. */
+struct dc_host_events {
+    /* A connection to 'peer' finished its upgrade (outbound: we dialed it). 'remote' is the
+     * peer's address as seen on the socket. */
+    void (*on_connected)(void *ud, const struct dc_peer_id *peer, bool outbound,
+                         const struct dc_multiaddr *remote);
+    /* The last connection to 'peer' closed; 'err' is 0 for an orderly close. */
+    void (*on_disconnected)(void *ud, const struct dc_peer_id *peer, int err);
+    /* The peer's identify message arrived and is in the peerstore. */
+    void (*on_identified)(void *ud, const struct dc_peer_info *info);
+    /* A connection failed before its upgrade finished (inbound or outbound). 'remote' is the
+     * socket address in text form, 'stage' a static phrase naming what failed (e.g.
+     * "security negotiation"), 'hint' NULL or a static sentence with the likely cause
+     * ("different private swarm key"). For outbound connections the dial callback also
+     * fires. */
+    void (*on_conn_error)(void *ud, const char *remote, bool outbound, int err, const char *stage,
+                          const char *hint);
+};
+
+struct dc_host_config {
+    uv_loop_t *loop;                    /* borrowed; runs every handle of the host */
+    const struct dc_identity *identity; /* borrowed: must outlive the host */
+    const char *agent_version;          /* copied; NULL: "democritus" */
+    /* Private network: every connection is wrapped in the pnet cipher with this key. */
+    bool use_psk;
+    uint8_t psk[DC_PNET_KEY_LEN];
+    uint32_t max_connections;        /* 0: 256; further inbound connections are closed */
+    uint32_t max_inbound_handshakes; /* 0: 64; upgrades in flight at once */
+    uint32_t handshake_timeout_ms;   /* 0: 10 s from accept/connect to the yamux session */
+    uint32_t idle_timeout_ms;        /* 0: never; close connections without streams this long */
+    uint32_t max_streams;            /* 0: 256 per connection */
+    struct dc_host_events ev;
+    void *ud;
+};
+
+/*
+ * Creates a host. Registers the ping and identify handlers. Returns 0 with '*out' owning it
+ * (release with dc_host_free), DC_EINVAL when loop or identity is missing, or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out);
+
+/* Closes everything (see the lifetime note above). NULL is a no-op. */
+void dc_host_free(struct dc_host *h);
+
+/*
+ * Listens on 'ma' (/ip4/<a>/tcp/<port> or /ip6/<a>/tcp/<port>; port 0 picks a free port).
+ * Returns 0, DC_EUNSUPPORTED for other multiaddrs, or -errno from bind/listen (e.g.
+ * -EADDRINUSE).
+ */
+DC_MUST_CHECK int dc_host_listen(struct dc_host *h, const struct dc_multiaddr *ma);
+
+/*
+ * The addresses the host is reachable at, without /p2p/: each listener's bound address, with
+ * an unspecified address (0.0.0.0, ::) expanded to the machine's interface addresses of that
+ * family (loopback included). Fills out[0..cap) and returns how many there are in total.
+ */
+size_t dc_host_listen_addrs(const struct dc_host *h, struct dc_multiaddr *out, size_t cap);
+
+/* Our PeerId (borrowed from the identity). */
+const struct dc_peer_id *dc_host_peer_id(const struct dc_host *h);
+
+/* Result of a dial: 0 with the peer's id, or a negative code (peer NULL). */
+typedef void (*dc_host_dial_cb)(void *ud, int status, const struct dc_peer_id *peer);
+
+/*
+ * Dials 'ma' (/ip4|/ip6/.../tcp/<port>, optionally ending in /p2p/<id>, which the Noise
+ * handshake then checks). 'timeout_ms' 0 means the handshake timeout. 'cb' fires once: with 0
+ * when a connection to the peer is up (at once, from the loop, if one already was), else with
+ * DC_ETIMEDOUT, DC_EPEER (another PeerId answered), -ECONNREFUSED and other -errno,
+ * DC_EPROTO/DC_ECORRUPT/DC_ECRYPTO when the upgrade failed, DC_ECLOSED when the host was
+ * freed. Returns 0 (cb will fire), DC_EUNSUPPORTED for an address we cannot dial (dns, udp),
+ * DC_EINVAL when it names our own PeerId, DC_ESTATE while shutting down, or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma,
+                               uint32_t timeout_ms, dc_host_dial_cb cb, void *ud);
+
+/* Stream callbacks; any may be NULL. 's' is valid until on_close returns. */
+struct dc_host_stream_cb {
+    /* The protocol is agreed (dc_host_stream_protocol). Inbound streams start here. */
+    void (*on_open)(void *ud, struct dc_host_stream *s);
+    /* n > 0 bytes of data, borrowed for the call (the window is reopened after it returns). */
+    void (*on_data)(void *ud, struct dc_host_stream *s, const uint8_t *p, size_t n);
+    /* The peer half-closed its side. */
+    void (*on_fin)(void *ud, struct dc_host_stream *s);
+    /* The stream is gone: 0 after both sides closed, -ECONNRESET when the peer reset it,
+     * DC_EPROTO when negotiation failed (no common protocol), DC_ECLOSED when the connection
+     * or host went away. Not called after dc_host_stream_reset(). */
+    void (*on_close)(void *ud, struct dc_host_stream *s, int err);
+};
+
+/*
+ * Registers the handler for inbound streams that negotiate 'protocol' (copied; at most
+ * DC_PROTOCOL_ID_MAX bytes). 'cb' is borrowed (keep it static); each new stream gets 'ud' as
+ * its user pointer. Registering a protocol again replaces its handler. Identify advertises
+ * every registered protocol. Returns 0, DC_EINVAL, DC_ELIMIT (too many), or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_set_handler(struct dc_host *h, const char *protocol,
+                                      const struct dc_host_stream_cb *cb, void *ud);
+
+/*
+ * Opens a stream to a connected 'peer', proposing protocols[0..n) in order. The stream is
+ * returned at once ('*out', borrowed until on_close); data written before on_open is sent
+ * after the negotiation. Returns 0; DC_ENOENT when no connection to 'peer' is up; DC_EINVAL;
+ * DC_ELIMIT at the stream limit; DC_ECLOSED while the connection closes; DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_new_stream(struct dc_host *h, const struct dc_peer_id *peer,
+                                     const char *const *protocols, size_t n,
+                                     const struct dc_host_stream_cb *cb, void *ud,
+                                     struct dc_host_stream **out);
+
+/*
+ * Queues p[0..len) (copied) on the stream; it is sent as the peer's window allows. Returns 0,
+ * DC_ESTATE after dc_host_stream_close(), DC_ELIMIT when more than 16 MiB would be queued
+ * unsent (nothing queued), or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len);
+
+/* Bytes queued on the stream and not yet handed to the connection. */
+size_t dc_host_stream_queued(const struct dc_host_stream *s);
+
+/* Half-closes: FIN goes out after the queued data. Returns 0 or DC_ESTATE when already done. */
+DC_MUST_CHECK int dc_host_stream_close(struct dc_host_stream *s);
+
+/* Resets the stream at once; 's' is invalid afterwards and on_close does not fire. */
+void dc_host_stream_reset(struct dc_host_stream *s);
+
+/* The agreed protocol (NULL before on_open), the remote PeerId, and the user pointer. */
+const char *dc_host_stream_protocol(const struct dc_host_stream *s);
+const struct dc_peer_id *dc_host_stream_peer(const struct dc_host_stream *s);
+void dc_host_stream_set_user(struct dc_host_stream *s, void *ud);
+
+/* Result of a ping: 0 and the round trip in microseconds, or a negative code. */
+typedef void (*dc_host_ping_cb)(void *ud, int status, uint64_t rtt_us);
+
+/*
+ * Sends one /ipfs/ping/1.0.0 probe (32 random bytes) to a connected 'peer'; the RTT is also
+ * stored in the peerstore. 'cb' fires once: 0 with the RTT, DC_EPROTO when the echo differs,
+ * or the stream's error. Returns 0 or as dc_host_new_stream().
+ */
+DC_MUST_CHECK int dc_host_ping(struct dc_host *h, const struct dc_peer_id *peer, dc_host_ping_cb cb,
+                               void *ud);
+
+/* The peerstore entry for 'peer', or NULL (borrowed, see struct dc_peer_info). */
+const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h,
+                                             const struct dc_peer_id *peer);
+
+/* Peers with a connection up now. */
+size_t dc_host_connected_count(const struct dc_host *h);
+
+/* Connections of any state (handshaking included). */
+size_t dc_host_connection_count(const struct dc_host *h);
+
+#endif
