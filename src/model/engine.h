@@ -54,6 +54,10 @@ struct dc_engine_config {
      * then fails with DC_ECANCELED. Optional. */
     bool (*progress_cb)(float progress, void *ud);
     void *progress_ud;
+    /* Load only the vocabulary (any GGUF with tokenizer metadata, also a vocab-only file):
+     * tokenize, token_piece, token_is_eog and chat_render work; there is no context and no
+     * scheduler, and submit/score/embed return DC_EUNSUPPORTED. */
+    bool vocab_only;
 };
 
 #define DC_ECANCELED (-ECANCELED)
@@ -88,7 +92,9 @@ DC_MUST_CHECK int dc_engine_open(const struct dc_engine_config *cfg, struct dc_e
 
 /*
  * Stops the scheduler (every pending and active request ends with DC_GEN_FINISH_CANCELLED
- * before this returns), frees the model. NULL is a no-op.
+ * before this returns), frees the model. No other call on 'e' (submit, score, embed, ...) may
+ * run concurrently with it or start after it; dc_gen_cancel/release on its requests remain
+ * safe. NULL is a no-op.
  */
 void dc_engine_close(struct dc_engine *e);
 
@@ -176,7 +182,8 @@ struct dc_gen_request {
 struct dc_top_logprob {
     int32_t id;
     float logprob;
-    char text[32]; /* the token's piece, cut (at a UTF-8 boundary) to fit */
+    char text[32]; /* the token's piece, cut (at a UTF-8 boundary) to fit; bytes that are not
+                      UTF-8 on their own (byte tokens) as U+FFFD */
 };
 
 enum dc_gen_finish {
@@ -200,7 +207,10 @@ struct dc_gen_event {
     /* DC_GEN_EV_TOKEN: the token and the text it releases. 'text' is the next piece of output,
      * always whole UTF-8 characters, with stop-string matches held back until they are known
      * not to match (so text may be empty for a token and longer for a later one). Never
-     * includes the end-of-generation token's text nor a matched stop string. */
+     * includes the end-of-generation token's text nor a matched stop string. An
+     * end-of-generation token is reported too (it has a logprob like any other): its text is
+     * empty, or the held-back tail released at the end. A byte sequence that is not UTF-8
+     * comes out as U+FFFD. */
     int32_t id;
     const char *text; /* borrowed for the callback's duration; 'text_len' bytes, NUL-ended */
     size_t text_len;
@@ -239,6 +249,9 @@ void dc_gen_release(struct dc_gen *g);
 
 /* ---- scoring (teacher forcing) and embeddings: blocking, run by the scheduler ---- */
 
+/* Both run on the scheduler thread between decode steps, in an idle slot: they wait while every
+ * slot is busy, and take the next free one before queued generation requests do. */
+
 struct dc_token_score {
     int32_t id;
     float logprob;
@@ -259,12 +272,30 @@ DC_MUST_CHECK int dc_engine_score(struct dc_engine *e, const int32_t *prompt, si
 /*
  * Embeds 'n' texts: '*out' is a heap array of n x n_embd floats (dc_free), each row pooled as
  * the engine was configured and L2-normalised; '*n_tokens' (may be NULL) the total tokens.
- * Blocks. DC_ELIMIT for a text longer than a slot's context.
+ * Blocks. DC_EINVAL for n == 0 or a text with no tokens; DC_ELIMIT for a text longer than a
+ * slot's context (or than n_batch on an engine opened without 'embeddings'); DC_EUNSUPPORTED
+ * on a vocab_only engine.
  */
 DC_MUST_CHECK int dc_engine_embed(struct dc_engine *e, const char *const *texts, size_t n,
                                   float **out, uint32_t *n_embd, uint64_t *n_tokens);
 
 /* ---- registry: the models folder, sha256 cache, load on demand, LRU under a budget ---- */
+
+/*
+ * The registry is thread-safe: every function below may be called from any thread (REST
+ * handlers, the daemon, the CLI). It lists the *.gguf files of models_dir (plus default_model),
+ * validates each with dc_gguf_open, hashes each once (sha256, cached by size + mtime in
+ * cache_path), and loads models on demand under a memory budget.
+ *
+ * Load isolation. llama.cpp aborts the whole process on some hyperparameters our validator
+ * cannot judge (GGML_ASSERT on a zero layer count, ...). So a file the registry has not loaded
+ * before (no "probe ok" for its path + size + mtime in memory or in cache_path) is first loaded
+ * in a child process that loads it, decodes one token and exits. A child that crashes, aborts,
+ * fails or runs past probe_timeout_ms makes the registry refuse the file for good (the refusal
+ * is cached too); the model is then never loaded in-process. The children are forked by a
+ * single-threaded helper process that dc_registry_open forks (so no child inherits a lock held
+ * by another thread): open the registry before starting other threads when you can.
+ */
 
 struct dc_registry;
 
@@ -273,43 +304,92 @@ struct dc_registry_config {
     const char *default_model;      /* [expert].model_path, or NULL: then the first in models_dir */
     const char *cache_path;         /* sha256 cache file (state_dir/models.json), or NULL */
     uint64_t memory_budget_bytes;   /* 0 = unlimited */
+    uint32_t probe_timeout_ms;      /* child probe load limit; 0 = 300000 (5 minutes) */
+    bool no_probe;                  /* trust every file: load in-process without a child probe */
+    bool no_hash;                   /* skip sha256 (fast listing); entries keep sha256 "" unless
+                                       cached */
     struct dc_engine_config engine; /* template for every load (model_path ignored) */
 };
 
 struct dc_model_entry {
     char *id; /* file name without .gguf */
     char *path;
-    char *arch;
-    char *name;
-    char *quantization;
+    char *arch;         /* NULL when the file did not validate */
+    char *name;         /* general.name, or the id */
+    char *quantization; /* "Q4_K_M", ... */
     uint64_t n_params;
-    uint64_t size_bytes;
+    uint64_t size_bytes; /* file size */
     uint64_t n_ctx_train;
     char sha256[65]; /* hex, "" until computed */
     bool loaded;
     bool is_default;
-    int64_t mtime;
+    int64_t mtime; /* seconds since the epoch */
+    /* Why the file cannot be served: dc_gguf_open's error ("corrupt: ...") or llama.cpp's
+     * refusal from the probe; NULL for a usable file. Acquiring such an entry fails. */
+    char *error;
+    uint32_t refs;        /* current users (acquired, not yet released) */
+    uint64_t state_bytes; /* KV cache + buffers of its last load; 0 if never loaded */
 };
 
+/*
+ * Opens the registry and scans models_dir (dc_registry_scan). 'cfg' and its strings are copied.
+ * Unless cfg->no_probe, forks the prober process (see "Load isolation"). Returns 0; DC_ENOMEM;
+ * -errno when models_dir exists but cannot be read or the prober cannot be forked. A missing
+ * models_dir is no error. Files that do not validate are listed with 'error' set, not refused.
+ */
 DC_MUST_CHECK int dc_registry_open(const struct dc_registry_config *cfg, struct dc_registry **out);
-/* Unloads every model (waiting for requests using them to finish or cancelling them). */
+/* Unloads every model: requests still running on them end cancelled (dc_engine_close). The
+ * caller must have stopped using the engines it acquired. NULL is a no-op. */
 void dc_registry_close(struct dc_registry *r);
 
-/* Rescans models_dir; computes missing sha256 (cached by size + mtime). */
+/* Rescans models_dir; computes missing sha256 (cached by size + mtime), then saves the cache.
+ * Loaded models stay loaded (a loaded file that vanished stays listed until unloaded). Returns
+ * 0, DC_ENOMEM, or -errno when models_dir cannot be read. A cache that cannot be written is
+ * not an error (it only costs a rehash next time). */
 DC_MUST_CHECK int dc_registry_scan(struct dc_registry *r);
 
-/* A snapshot of the entries: heap array '*out' of '*n' (free with dc_model_entries_free). */
+/* A snapshot of the entries, default first, then by id: heap array '*out' of '*n' (free with
+ * dc_model_entries_free). */
 DC_MUST_CHECK int dc_registry_list(struct dc_registry *r, struct dc_model_entry **out, size_t *n);
 void dc_model_entries_free(struct dc_model_entry *v, size_t n);
 
 /*
  * Returns the loaded engine for 'id' ("local" or NULL = the default), loading it on demand
  * (unloading least-recently-used idle models to fit the budget). The engine stays loaded until
- * the matching dc_registry_release(). DC_ENOENT for an unknown id; DC_ELIMIT when it cannot fit
- * the budget even after unloading every idle model; load errors as dc_engine_open ('err').
+ * the matching dc_registry_release(). DC_ENOENT for an unknown id; DC_ECORRUPT for a file that
+ * did not validate; DC_EUNSUPPORTED when llama.cpp rejected it (in the probe child or in
+ * dc_engine_open); DC_ELIMIT when it cannot fit the budget even after unloading every idle
+ * model; other load errors as dc_engine_open. On failure 'err' (may be NULL) receives one line
+ * (heap, dc_free()). Size before the first load is estimated from the file size; after a load
+ * it is the engine's size_bytes + state_bytes.
  */
 DC_MUST_CHECK int dc_registry_acquire(struct dc_registry *r, const char *id, struct dc_engine **out,
                                       char **err);
+/* Drops one use of an engine from dc_registry_acquire. It stays loaded (idle) until the budget
+ * needs its memory or the registry closes. NULL is a no-op. */
 void dc_registry_release(struct dc_registry *r, struct dc_engine *e);
+
+/* ---- models pull: download a GGUF into models_dir ---- */
+
+struct dc_pull_progress {
+    uint64_t received; /* bytes in NAME.part so far (including a resumed prefix) */
+    uint64_t total;    /* expected final size, 0 when unknown */
+};
+
+/*
+ * Downloads 'url' into 'dir'/'name' (name NULL: the URL path's last segment, which must end in
+ * .gguf; a name without .gguf gets it appended). Writes into NAME.part and resumes an existing
+ * one with an HTTP Range request (a server that ignores Range restarts from zero). The first
+ * four bytes must be "GGUF": otherwise the transfer stops and the partial file is deleted
+ * (DC_ECORRUPT). After the transfer the file is validated with dc_gguf_open (DC_ECORRUPT and
+ * deleted when it fails), then renamed to NAME. 'progress' (may be NULL) is called from this
+ * thread now and then. On success '*path_out' (heap) is the final path and 'sha256_hex' (65
+ * bytes) its hash. Returns 0; DC_EINVAL for a bad URL or name; DC_EEXIST when NAME exists;
+ * DC_EPEER for an HTTP error status or transfer failure; DC_ECORRUPT; -errno for files.
+ * 'err' (may be NULL) receives one line on failure (heap, dc_free()).
+ */
+DC_MUST_CHECK int dc_model_pull(const char *url, const char *dir, const char *name,
+                                void (*progress)(const struct dc_pull_progress *p, void *ud),
+                                void *ud, char **path_out, char sha256_hex[65], char **err);
 
 #endif

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_int.h - what the engine's own files (engine.c, engine_text.c) and its unit test
+ * share: the engine and request structures, and the text helpers the scheduler uses for its
+ * output (UTF-8 completion, stop-string hold-back). Not for other modules: they see engine.h.
+ */
+#ifndef DC_ENGINE_INT_H
+#define DC_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <llama.h>
+
+#include "model/engine.h"
+
+/* The built-in GBNF grammar that json_object requests use: one JSON object, bounded
+ * whitespace. */
+extern const char dc_engine_json_gbnf[];
+
+/*
+ * Moves the whole UTF-8 characters at the front of 'raw' ('*n_raw' bytes) into 'out', replacing
+ * each invalid byte with U+FFFD. An incomplete character at the end stays in 'raw' (moved to its
+ * front) unless 'final', when it becomes U+FFFD too. Returns 0 or DC_ENOMEM / DC_ELIMIT from
+ * 'out'.
+ */
+DC_MUST_CHECK int dc_engine_utf8_take(uint8_t *raw, size_t *n_raw, bool final, struct dc_buf *out);
+
+/*
+ * Copies 'n' bytes of 'in' into 'out' ('cap' bytes, NUL-ended) as valid UTF-8: invalid bytes
+ * become U+FFFD and the copy stops at the last whole character that fits. Returns its length.
+ */
+size_t dc_engine_utf8_clean(const char *in, size_t n, char *out, size_t cap);
+
+/*
+ * Stop-string scan of the unsent text 't' ('n' bytes). Returns the offset of the earliest full
+ * match of any of the 'n_stop' strings and sets '*matched'; otherwise clears '*matched' and
+ * returns how many bytes may be released now: 'n' minus the longest suffix that is a proper
+ * prefix of some stop string (held back until the next token decides it).
+ */
+size_t dc_engine_stop_scan(const char *t, size_t n, char *const *stop, const size_t *stop_len,
+                           size_t n_stop, bool *matched);
+
+/* Longest common prefix of two token arrays. */
+size_t dc_engine_lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb);
+
+#endif
