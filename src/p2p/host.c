@@ -43,7 +43,12 @@
 /* Unsent bytes an application may queue on one stream. */
 #define STREAM_MAX_QUEUED (16u * 1024u * 1024u)
 #define IDENTIFY_MAX      (64u * 1024u)
-#define READ_CHUNK        (64u * 1024u)
+/* Dial backoff per PeerId: 1 s after the first failure, doubling, at most 5 min. */
+#define BACKOFF_BASE_MS 1000u
+#define BACKOFF_MAX_MS  (5u * 60u * 1000u)
+#define READ_CHUNK      (64u * 1024u)
+/* Most plaintext sealed into one socket write. */
+#define WRITE_CHUNK (120u * 1024u)
 
 enum conn_state { ST_CONNECTING, ST_MSS_SEC, ST_NOISE, ST_MSS_MUX, ST_MUX };
 
@@ -55,6 +60,9 @@ struct handler {
 
 struct peer {
     struct dc_peer_info info;
+    /* Dial backoff: consecutive failed dials to this PeerId, and when the next may start. */
+    uint32_t dial_failures;
+    uint64_t backoff_until_ms;
     struct peer *next;
 };
 
@@ -258,6 +266,24 @@ static void peer_add_addr(struct peer *p, const struct dc_multiaddr *ma)
         p->info.addrs[p->info.n_addrs++] = *ma;
 }
 
+/* A dial to 'id' failed: back off from it (a dead peer is not dialed again at once by every
+ * lookup that still lists it). */
+static void peer_dial_failed(struct dc_host *h, const struct dc_peer_id *id)
+{
+    struct peer *p = peer_get(h, id);
+    uint64_t delay = BACKOFF_BASE_MS;
+
+    if (p == NULL)
+        return;
+    if (p->dial_failures < 32)
+        p->dial_failures++;
+    for (uint32_t i = 1; i < p->dial_failures && delay < BACKOFF_MAX_MS; i++)
+        delay *= 2;
+    if (delay > BACKOFF_MAX_MS)
+        delay = BACKOFF_MAX_MS;
+    p->backoff_until_ms = now_ms() + delay;
+}
+
 /* ---- connection plumbing ---------------------------------------------------------------- */
 
 static void conn_close(struct conn *c, int err);
@@ -342,23 +368,15 @@ static void on_write(uv_write_t *req, int status)
     conn_leave(c);
 }
 
-/* Sends bytes on the socket (copied; encrypted with pnet when enabled). */
-static void conn_write_raw(struct conn *c, const uint8_t *p, size_t n, bool clear)
+/* Sends the 'n' bytes filled in at w->data (w from dc_malloc; taken); pnet-encrypts them
+ * unless 'clear'. */
+static void conn_write_req(struct conn *c, struct wreq *w, size_t n, bool clear)
 {
-    struct wreq *w;
     uv_buf_t b;
     int rc;
 
-    if (n == 0 || c->closing || c->failed)
-        return;
-    w = dc_malloc(sizeof(*w) + n);
-    if (w == NULL) {
-        conn_fail(c, DC_ENOMEM);
-        return;
-    }
     w->c = c;
     w->len = n;
-    memcpy(w->data, p, n);
     if (c->use_psk && !clear)
         dc_pnet_encrypt(&c->pnet, w->data, n);
     b = uv_buf_init((char *)w->data, (unsigned)n);
@@ -369,6 +387,22 @@ static void conn_write_raw(struct conn *c, const uint8_t *p, size_t n, bool clea
         return;
     }
     c->write_queued += n;
+}
+
+/* Sends bytes on the socket (copied; encrypted with pnet when enabled). */
+static void conn_write_raw(struct conn *c, const uint8_t *p, size_t n, bool clear)
+{
+    struct wreq *w;
+
+    if (n == 0 || c->closing || c->failed)
+        return;
+    w = dc_malloc(sizeof(*w) + n);
+    if (w == NULL) {
+        conn_fail(c, DC_ENOMEM);
+        return;
+    }
+    memcpy(w->data, p, n);
+    conn_write_req(c, w, n, clear);
 }
 
 /* Writes out whatever the handshake-phase cores queued (they go on the raw socket). */
@@ -411,22 +445,32 @@ static void conn_flush(struct conn *c)
             dc_mss_output_consume(c->mss, len);
         }
     }
-    while (c->yamux != NULL && c->write_queued < WRITE_HIGH) {
-        size_t room = dc_noise_write_room(c->noise);
+    flush_noise_raw(c);
+    /* yamux output is sealed straight into the socket write request: one pass, no copy. */
+    while (c->yamux != NULL && c->write_queued < WRITE_HIGH && !c->failed && !c->closing) {
+        struct wreq *w;
+        size_t need, sealed;
+
         p = dc_yamux_output(c->yamux, &len);
-        if (len == 0 || room == 0)
+        if (len == 0)
             break;
-        if (len > room)
-            len = room;
-        rc = dc_noise_write(c->noise, p, len);
+        if (len > WRITE_CHUNK)
+            len = WRITE_CHUNK;
+        need = dc_noise_sealed_len(len);
+        w = dc_malloc(sizeof(*w) + need);
+        if (w == NULL) {
+            conn_fail(c, DC_ENOMEM);
+            return;
+        }
+        rc = dc_noise_seal(c->noise, p, len, w->data, need, &sealed);
         if (rc < 0) {
+            dc_free(w);
             conn_fail(c, rc);
             return;
         }
         dc_yamux_output_consume(c->yamux, len);
-        flush_noise_raw(c);
+        conn_write_req(c, w, sealed, false);
     }
-    flush_noise_raw(c);
 }
 
 static void conn_pump(struct conn *c)
@@ -719,17 +763,12 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
         }
         pt = dc_noise_plaintext(c->noise, &len);
         if (len > 0) {
-            /* Copy: secure_input may queue output, which does not touch the plaintext
-             * buffer, but a consume after re-entrant feeds must not skip bytes. */
-            uint8_t *copy = dc_malloc(len);
-            if (copy == NULL) {
-                conn_fail(c, DC_ENOMEM);
-                return;
-            }
-            memcpy(copy, pt, len);
+            /* Used in place: what secure_input sets off (yamux, stream callbacks, writes)
+             * only queues output, and the only feeder of the plaintext buffer is this read
+             * path, which libuv never re-enters; the connection's memory outlives the call
+             * (it is freed from a close callback). */
+            secure_input(c, pt, len);
             dc_noise_plaintext_consume(c->noise, len);
-            secure_input(c, copy, len);
-            dc_free(copy);
         }
         return;
     }
@@ -907,10 +946,13 @@ static void conn_close(struct conn *c, int err)
         /* A connection that lost the dedup race still means the peer is reachable. */
         const struct dc_peer_id *pid = c->noise != NULL ? dc_noise_remote_peer(c->noise) : NULL;
 
-        if (pid != NULL && !h->closing && peer_conn_count(h, pid) > 0)
+        if (pid != NULL && !h->closing && peer_conn_count(h, pid) > 0) {
             dial_complete(c->dial, 0, pid);
-        else
+        } else {
             dial_complete(c->dial, err != 0 ? err : DC_ECLOSED, NULL);
+            if (c->has_expected && !h->closing)
+                peer_dial_failed(h, &c->expected);
+        }
         c->dial = NULL;
     }
     for (struct dc_host_stream *s = c->streams; s != NULL; s = s->next)
@@ -1011,6 +1053,8 @@ static void on_established(struct conn *c)
     c->established = true;
     p = peer_get(h, &c->peer);
     if (p != NULL) {
+        p->dial_failures = 0;
+        p->backoff_until_ms = 0;
         p->info.connected = true;
         p->info.last_seen_ms = now_ms();
         if (c->outbound && c->remote.len > 0)
@@ -1214,62 +1258,99 @@ struct ident {
     bool stored;
 };
 
-static void identify_store(struct ident *id, struct dc_host_stream *s)
+void dc_peer_info_cleanup(struct dc_peer_info *info)
 {
-    struct dc_host *h = id->h;
-    Dc__Identify__Identify *msg;
-    struct peer *p;
-    uint64_t len;
-    size_t used;
+    for (size_t i = 0; i < info->n_protocols; i++)
+        dc_free(info->protocols[i]);
+    info->n_protocols = 0;
+}
 
-    if (id->stored)
-        return;
-    id->stored = true;
-    if (dc_varint_decode(id->buf.data, id->buf.len, &len, &used) < 0 || len != id->buf.len - used)
-        return;
-    msg = dc__identify__identify__unpack(&pb_allocator, (size_t)len, id->buf.data + used);
+int dc_identify_parse(const uint8_t *p, size_t len, const struct dc_peer_id *peer,
+                      struct dc_peer_info *out)
+{
+    Dc__Identify__Identify *msg;
+    uint64_t body;
+    size_t used;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->id = *peer;
+    if (len > IDENTIFY_MAX)
+        return DC_ELIMIT;
+    if (dc_varint_decode(p, len, &body, &used) < 0 || body != len - used)
+        return DC_ECORRUPT;
+    msg = dc__identify__identify__unpack(&pb_allocator, (size_t)body, p + used);
     if (msg == NULL)
-        return;
+        return DC_ECORRUPT;
     /* The key must be the one the connection authenticated. */
     if (msg->has_publickey) {
         struct dc_peer_id pid;
         if (dc_peer_id_from_public_key_proto(msg->publickey.data, msg->publickey.len, &pid) < 0 ||
-            !dc_peer_id_equal(&pid, &s->c->peer))
+            !dc_peer_id_equal(&pid, peer)) {
+            rc = DC_EPEER;
             goto out;
+        }
     }
-    p = peer_get(h, &s->c->peer);
-    if (p == NULL)
-        goto out;
-    snprintf(p->info.agent, sizeof(p->info.agent), "%s",
+    snprintf(out->agent, sizeof(out->agent), "%s",
              msg->agentversion != NULL ? msg->agentversion : "");
-    snprintf(p->info.protocol_version, sizeof(p->info.protocol_version), "%s",
+    snprintf(out->protocol_version, sizeof(out->protocol_version), "%s",
              msg->protocolversion != NULL ? msg->protocolversion : "");
-    for (size_t i = 0; i < p->info.n_protocols; i++)
-        dc_free(p->info.protocols[i]);
-    p->info.n_protocols = 0;
-    for (size_t i = 0; i < msg->n_protocols && p->info.n_protocols < DC_PEER_MAX_PROTOCOLS; i++) {
+    for (size_t i = 0; i < msg->n_protocols && out->n_protocols < DC_PEER_MAX_PROTOCOLS; i++) {
         if (strlen(msg->protocols[i]) > DC_PROTOCOL_ID_MAX)
             continue;
         char *dup = dc_strdup(msg->protocols[i]);
-        if (dup != NULL)
-            p->info.protocols[p->info.n_protocols++] = dup;
+        if (dup == NULL) {
+            rc = DC_ENOMEM;
+            goto out;
+        }
+        out->protocols[out->n_protocols++] = dup;
     }
-    for (size_t i = 0; i < msg->n_listenaddrs; i++) {
+    for (size_t i = 0; i < msg->n_listenaddrs && out->n_addrs < DC_PEER_MAX_ADDRS; i++) {
         struct dc_multiaddr ma;
         if (dc_multiaddr_from_bytes(msg->listenaddrs[i].data, msg->listenaddrs[i].len, &ma, NULL) ==
             0)
-            peer_add_addr(p, &ma);
+            out->addrs[out->n_addrs++] = ma;
     }
     if (msg->has_observedaddr &&
-        dc_multiaddr_from_bytes(msg->observedaddr.data, msg->observedaddr.len, &p->info.observed,
+        dc_multiaddr_from_bytes(msg->observedaddr.data, msg->observedaddr.len, &out->observed,
                                 NULL) < 0)
-        p->info.observed.len = 0;
+        out->observed.len = 0;
+    out->identified = true;
+out:
+    if (rc < 0)
+        dc_peer_info_cleanup(out);
+    dc__identify__identify__free_unpacked(msg, &pb_allocator);
+    return rc;
+}
+
+static void identify_store(struct ident *id, struct dc_host_stream *s)
+{
+    struct dc_host *h = id->h;
+    struct dc_peer_info info;
+    struct peer *p;
+
+    if (id->stored)
+        return;
+    id->stored = true;
+    if (dc_identify_parse(id->buf.data, id->buf.len, &s->c->peer, &info) < 0)
+        return;
+    p = peer_get(h, &s->c->peer);
+    if (p == NULL) {
+        dc_peer_info_cleanup(&info);
+        return;
+    }
+    memcpy(p->info.agent, info.agent, sizeof(info.agent));
+    memcpy(p->info.protocol_version, info.protocol_version, sizeof(info.protocol_version));
+    dc_peer_info_cleanup(&p->info);
+    memcpy(p->info.protocols, info.protocols, info.n_protocols * sizeof(info.protocols[0]));
+    p->info.n_protocols = info.n_protocols; /* the strings move over */
+    for (size_t i = 0; i < info.n_addrs; i++)
+        peer_add_addr(p, &info.addrs[i]);
+    p->info.observed = info.observed;
     p->info.identified = true;
     p->info.last_seen_ms = now_ms();
     if (!h->closing && h->ev.on_identified != NULL)
         h->ev.on_identified(h->ud, &p->info);
-out:
-    dc__identify__identify__free_unpacked(msg, &pb_allocator);
 }
 
 static void ident_data(void *ud, struct dc_host_stream *s, const uint8_t *p, size_t n)
@@ -1348,7 +1429,9 @@ static void stream_flush(struct dc_host_stream *s)
     if (s->pending_off == s->pending.len) {
         dc_buf_reset(&s->pending);
         s->pending_off = 0;
-    } else if (s->pending_off > 1024 * 1024) {
+    } else if (s->pending_off > 1024 * 1024 && s->pending_off >= s->pending.len - s->pending_off) {
+        /* Compact only once the consumed part is at least the rest: each byte moves at most
+         * once on average, however large the queue. */
         dc_buf_consume(&s->pending, s->pending_off);
         s->pending_off = 0;
     }
@@ -1370,6 +1453,23 @@ int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len)
         return 0;
     if (s->pending.len - s->pending_off + len > STREAM_MAX_QUEUED)
         return DC_ELIMIT;
+    if (s->open && s->pending.len == s->pending_off && c->yamux != NULL) {
+        /* Nothing queued ahead: hand what the window takes straight to yamux (one copy
+         * fewer), queue only the rest. */
+        size_t w = 0;
+
+        rc = dc_yamux_stream_write(c->yamux, s->id, p, len, &w);
+        if (rc < 0)
+            return rc == DC_ENOENT ? DC_ESTATE : rc;
+        p = (const uint8_t *)p + w;
+        len -= w;
+        if (len == 0) {
+            conn_enter(c);
+            conn_flush(c);
+            conn_leave(c);
+            return 0;
+        }
+    }
     rc = dc_buf_append(&s->pending, p, len);
     if (rc < 0)
         return rc;
@@ -1689,6 +1789,13 @@ int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t time
         dial_complete(d, 0, &expected);
         return 0;
     }
+    if (has_expected) {
+        const struct peer *p = peer_find(h, &expected);
+        if (p != NULL && p->backoff_until_ms > now_ms()) {
+            dc_free(d);
+            return DC_EAGAIN;
+        }
+    }
     c = conn_new(h, true);
     if (c == NULL) {
         dc_free(d);
@@ -1821,6 +1928,30 @@ const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h, const stru
     const struct peer *p = peer_find(h, peer);
 
     return p != NULL ? &p->info : NULL;
+}
+
+int dc_host_add_peer_addrs(struct dc_host *h, const struct dc_peer_id *peer,
+                           const struct dc_multiaddr *addrs, size_t n)
+{
+    struct peer *p;
+
+    if (dc_peer_id_equal(peer, dc_identity_peer_id(h->id)))
+        return DC_EINVAL;
+    p = peer_get(h, peer);
+    if (p == NULL)
+        return DC_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct dc_multiaddr ma = addrs[i];
+        (void)dc_multiaddr_strip_p2p(&ma);
+        if (ma.len > 0)
+            peer_add_addr(p, &ma);
+    }
+    return 0;
+}
+
+bool dc_host_is_connected(const struct dc_host *h, const struct dc_peer_id *peer)
+{
+    return conn_for_peer(h, peer) != NULL;
 }
 
 size_t dc_host_connected_count(const struct dc_host *h)

@@ -128,7 +128,9 @@ typedef void (*dc_host_dial_cb)(void *ud, int status, const struct dc_peer_id *p
  * DC_ETIMEDOUT, DC_EPEER (another PeerId answered), -ECONNREFUSED and other -errno,
  * DC_EPROTO/DC_ECORRUPT/DC_ECRYPTO when the upgrade failed, DC_ECLOSED when the host was
  * freed. Returns 0 (cb will fire), DC_EUNSUPPORTED for an address we cannot dial (dns, udp),
- * DC_EINVAL when it names our own PeerId, DC_ESTATE while shutting down, or DC_ENOMEM.
+ * DC_EINVAL when it names our own PeerId, DC_EAGAIN while that PeerId is in dial backoff
+ * (after n consecutive failed dials to it, none for 2^(n-1) s, at most 5 min; reset by any
+ * connection with it), DC_ESTATE while shutting down, or DC_ENOMEM.
  */
 DC_MUST_CHECK int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma,
                                uint32_t timeout_ms, dc_host_dial_cb cb, void *ud);
@@ -202,6 +204,33 @@ DC_MUST_CHECK int dc_host_ping(struct dc_host *h, const struct dc_peer_id *peer,
 /* The peerstore entry for 'peer', or NULL (borrowed, see struct dc_peer_info). */
 const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h,
                                              const struct dc_peer_id *peer);
+
+/*
+ * Adds addresses[0..n) to the peerstore entry of 'peer' (created when absent), e.g. addresses
+ * a DHT lookup learned, so that a later dial by PeerId can use them. Addresses beyond
+ * DC_PEER_MAX_ADDRS are dropped; a trailing /p2p/ is stripped. Returns 0, DC_EINVAL for our
+ * own id, or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_host_add_peer_addrs(struct dc_host *h, const struct dc_peer_id *peer,
+                                         const struct dc_multiaddr *addrs, size_t n);
+
+/* Whether a connection to 'peer' is up now. */
+bool dc_host_is_connected(const struct dc_host *h, const struct dc_peer_id *peer);
+
+/*
+ * Decodes an identify message as read from an /ipfs/id/1.0.0 stream (p[0..len): the varint
+ * length prefix and exactly that many bytes of Identify protobuf) from 'peer' into '*out'
+ * (id, agent, protocol version, protocols, listen addresses, observed address; identified
+ * set). Oversized fields are cut to the peerstore limits; invalid multiaddrs are dropped.
+ * '*out' owns its protocol strings: release with dc_peer_info_cleanup(). Returns 0;
+ * DC_ELIMIT above 64 KiB; DC_ECORRUPT for a bad prefix or protobuf; DC_EPEER when the message
+ * carries a public key that is not 'peer''s; DC_ENOMEM. On failure '*out' owns nothing.
+ */
+DC_MUST_CHECK int dc_identify_parse(const uint8_t *p, size_t len, const struct dc_peer_id *peer,
+                                    struct dc_peer_info *out);
+
+/* Frees the protocol strings of a dc_peer_info filled by dc_identify_parse(). */
+void dc_peer_info_cleanup(struct dc_peer_info *info);
 
 /* Peers with a connection up now. */
 size_t dc_host_connected_count(const struct dc_host *h);

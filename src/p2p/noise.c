@@ -642,6 +642,18 @@ int dc_noise_feed(struct dc_noise *n, const uint8_t *in, size_t len)
     while (len > 0) {
         size_t need, take, body;
 
+        /* A whole transport frame in the input: decrypt it from there (no copy). */
+        if (n->done && n->msg_have == 0 && len >= LEN_PREFIX) {
+            body = ((size_t)in[0] << 8) | in[1];
+            if (len >= LEN_PREFIX + body) {
+                rc = on_transport_frame(n, in + LEN_PREFIX, body);
+                if (rc < 0)
+                    break;
+                in += LEN_PREFIX + body;
+                len -= LEN_PREFIX + body;
+                continue;
+            }
+        }
         /* First the 2-byte length, then the body it announces. */
         need = LEN_PREFIX;
         if (n->msg_have >= LEN_PREFIX)
@@ -741,6 +753,44 @@ int dc_noise_write(struct dc_noise *n, const void *p, size_t len)
         src += chunk;
         len -= chunk;
     }
+    return 0;
+}
+
+size_t dc_noise_sealed_len(size_t len)
+{
+    size_t frames = (len + DC_NOISE_MAX_PLAINTEXT - 1) / DC_NOISE_MAX_PLAINTEXT;
+
+    return len + frames * (LEN_PREFIX + DC_NOISE_TAG_LEN);
+}
+
+int dc_noise_seal(struct dc_noise *n, const void *p, size_t len, uint8_t *out, size_t cap,
+                  size_t *out_len)
+{
+    const uint8_t *src = p;
+    size_t pos = 0;
+    int rc;
+
+    *out_len = 0;
+    if (!n->done || n->err < 0 || n->out.len > 0)
+        return DC_ESTATE;
+    if (cap < dc_noise_sealed_len(len))
+        return DC_ELIMIT;
+    while (len > 0) {
+        size_t chunk = len < DC_NOISE_MAX_PLAINTEXT ? len : DC_NOISE_MAX_PLAINTEXT;
+        size_t flen = chunk + DC_NOISE_TAG_LEN;
+
+        out[pos] = (uint8_t)(flen >> 8);
+        out[pos + 1] = (uint8_t)flen;
+        rc = dc_noise_cipher_encrypt(&n->tx, NULL, 0, src, chunk, out + pos + LEN_PREFIX);
+        if (rc < 0) {
+            n->err = rc;
+            return rc;
+        }
+        pos += LEN_PREFIX + flen;
+        src += chunk;
+        len -= chunk;
+    }
+    *out_len = pos;
     return 0;
 }
 

@@ -108,6 +108,20 @@ DC_MUST_CHECK int dc_noise_write(struct dc_noise *n, const void *p, size_t len);
 /* Room under max_output for plaintext passed to dc_noise_write() now (framing accounted). */
 size_t dc_noise_write_room(const struct dc_noise *n);
 
+/* Bytes dc_noise_seal() produces for 'len' bytes of plaintext (2-byte lengths and tags). */
+size_t dc_noise_sealed_len(size_t len);
+
+/*
+ * Like dc_noise_write(), but writes the frames straight into the caller's out[0..cap) instead
+ * of the output queue, so a host can encrypt into its socket write buffer without a copy.
+ * The output queue must be empty (frames must leave in order). On success '*out_len' is
+ * dc_noise_sealed_len(len). Returns 0; DC_ESTATE before the handshake finished, after an
+ * error or while queued output remains; DC_ELIMIT when 'cap' is too small; DC_ELIMIT when
+ * the nonce space is exhausted (the session is then failed).
+ */
+DC_MUST_CHECK int dc_noise_seal(struct dc_noise *n, const void *p, size_t len, uint8_t *out,
+                                size_t cap, size_t *out_len);
+
 /* Decrypted bytes waiting (borrowed, valid until the next call on 'n'). */
 const uint8_t *dc_noise_plaintext(const struct dc_noise *n, size_t *len);
 /* Marks the first k decrypted bytes as taken. */

@@ -2,9 +2,10 @@
 /*
  * host_test.c - the libp2p host end to end inside one process: two (or three) hosts on one
  * libuv loop over 127.0.0.1 with kernel-chosen ports. Covers connect + identify both ways,
- * ping RTT, a custom protocol echoing 1 MiB, a dial with the wrong expected PeerId, pnet with
- * the same and with different keys, dial timeout and refusal, simultaneous dials (dedup), idle
- * close, and shutdown with connections and streams open (leaks show up under ASan).
+ * ping RTT, a custom protocol echoing 1 MiB, a dial with the wrong expected PeerId (which then
+ * is in dial backoff), pnet with the same and with different keys, dial timeout and refusal,
+ * simultaneous dials (dedup), idle close, and shutdown with connections and streams open (leaks
+ * show up under ASan).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -430,6 +431,8 @@ static void test_wrong_peer(void **state)
     assert_int_equal(T.n[1].conn_errors, 1);
     assert_int_equal(T.n[1].last_conn_err, DC_EPEER);
     assert_int_equal(dc_host_connected_count(T.n[1].host), 0);
+    /* That PeerId failed: it is in dial backoff now (no callback, nothing dialed). */
+    assert_int_equal(dc_host_dial(T.n[1].host, &a_addr, 0, dial_cb, &r), DC_EAGAIN);
     /* Without /p2p/ any peer is accepted. */
     dc_multiaddr_strip_p2p(&a_addr);
     connect_nodes(1, 0, &a_addr);
