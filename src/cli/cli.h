@@ -57,6 +57,18 @@ int cli_load_config(const struct cli_ctx *ctx, struct dc_config *cfg);
 /* Prints "democritus <cmd>: <what> is not available in this build yet" and returns 1. */
 int cli_not_built(const struct cli_ctx *ctx, const char *what);
 
+struct dc_client;
+/*
+ * cmd_ask.c: opens a client SDK handle on the running daemon: 'url' when given, else the "rest"
+ * URL of <state_dir>/daemon.json; the key is the first of cfg->api_keys. Returns 0 with '*out'
+ * (dc_client_free), or prints one line and returns 1 (no daemon running) or 2 (a bad URL).
+ */
+int cli_daemon_client(const struct cli_ctx *ctx, const struct dc_config *cfg, const char *url,
+                      struct dc_client **out);
+/* cmd_ask.c: prints one line for a failed client call (a refused connection says the daemon is
+ * not running). */
+void cli_client_error(const struct cli_ctx *ctx, struct dc_client *c, int rc);
+
 int cli_cmd_daemon(int argc, char **argv);
 int cli_cmd_id(int argc, char **argv);
 int cli_cmd_keygen(int argc, char **argv);
@@ -65,6 +77,8 @@ int cli_cmd_config(int argc, char **argv);
 int cli_cmd_ask(int argc, char **argv);
 int cli_cmd_generate(int argc, char **argv);
 int cli_cmd_peers(int argc, char **argv);
+int cli_cmd_dht(int argc, char **argv);
+int cli_cmd_ping(int argc, char **argv);
 int cli_cmd_reputation(int argc, char **argv);
 int cli_cmd_ledger(int argc, char **argv);
 int cli_cmd_models(int argc, char **argv);

@@ -11,10 +11,18 @@ int cli_cmd_daemon(int argc, char **argv)
     const struct cli_opt opts[] = {
         {"no-model", 0, CLI_BOOL, NULL, "run a P2P-only node without a model engine", &opt.no_model,
          NULL},
+        {"provide", 0, CLI_VALUE, "KEY",
+         "announce this node in the DHT as a provider of KEY (a CID, or text) and keep it "
+         "announced",
+         NULL, &opt.provide},
+        {"demo-model", 0, CLI_VALUE, "FILE",
+         "serve FILE as a demo model when no model is configured and models_dir has none", NULL,
+         &opt.demo_model},
     };
     struct cli_ctx ctx = {
         .cmd = "daemon",
-        .usage = "daemon [--no-model] [--config FILE] [options]",
+        .usage =
+            "daemon [--no-model] [--provide KEY] [--demo-model FILE] [--config FILE] [options]",
         .summary = "Runs a node until SIGINT/SIGTERM. When ready it prints one line to stdout:\n"
                    "  ready peer=<PeerId> ...\n"
                    "and writes the same facts to <state_dir>/daemon.json.",

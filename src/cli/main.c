@@ -16,6 +16,8 @@ static const struct {
     {"daemon", cli_cmd_daemon, "run a node (P2P host, model engine, APIs)"},
     {"ask", cli_cmd_ask, "ask the running daemon (and its swarm) a question"},
     {"generate", cli_cmd_generate, "run a local GGUF model directly, without a daemon"},
+    {"dht", cli_cmd_dht, "dht put|get|provide|findprovs: one DHT operation via bootstrap peers"},
+    {"ping", cli_cmd_ping, "ping a libp2p peer by multiaddr (identify + /ipfs/ping/1.0.0)"},
     {"peers", cli_cmd_peers, "peers list: the running daemon's peers"},
     {"reputation", cli_cmd_reputation, "reputation show: what this node thinks of its peers"},
     {"ledger", cli_cmd_ledger, "ledger show: credits earned and spent"},

@@ -26,6 +26,7 @@ enum key_type {
     KT_FLOAT,
     KT_LIST,
     KT_ENUM,
+    KT_BOOL,
 };
 
 #define KF_SECRET 1u /* never printed, logged or echoed in an error */
@@ -65,6 +66,33 @@ static const struct key_def schema[] = {
     {"node", "private_swarm_key_file", KT_STRING, OFF(private_swarm_key_file), NULL, NULL,
      "private-swarm-key-file", NULL, 0, 0, KF_PATH,
      "File holding the private swarm key in the libp2p PSK format."},
+    {"node", "ipfs_dht", KT_BOOL, OFF(ipfs_dht), "false", NULL, "ipfs-dht", NULL, 0, 0, 0,
+     "Speak the public IPFS DHT protocol /ipfs/kad/1.0.0 instead of /democritus/kad/1.0.0 "
+     "(off, so a node never joins the IPFS DHT by accident)."},
+    {"node", "dht_client", KT_BOOL, OFF(dht_client), "false", NULL, "dht-client", NULL, 0, 0, 0,
+     "DHT client mode: look up records and providers but never serve or store them for "
+     "others (for nodes that peers cannot dial)."},
+    {"node", "serve_remote", KT_BOOL, OFF(serve_remote), "true", NULL, "serve-remote", NULL, 0, 0,
+     0, "Answer inference requests from peers (/democritus/infer/1.0.0) with the local model."},
+    {"node", "remote_allow", KT_LIST, OFF(remote_allow), "", NULL, "remote-allow", NULL, 0, 0, 0,
+     "PeerIds allowed to ask for inference; empty = every peer. Flag repeatable."},
+    {"node", "remote_deny", KT_LIST, OFF(remote_deny), "", NULL, "remote-deny", NULL, 0, 0, 0,
+     "PeerIds refused inference (checked before remote_allow). Flag repeatable."},
+    {"node", "remote_max_streams", KT_INT, OFF(remote_max_streams), "4", NULL, "remote-max-streams",
+     NULL, 1, 1024, 0, "Concurrent inference requests one peer may run."},
+    {"node", "remote_requests_per_minute", KT_INT, OFF(remote_requests_per_minute), "60", NULL,
+     "remote-requests-per-minute", NULL, 0, 1000000, 0,
+     "Inference requests one peer may start per minute; 0 = unlimited."},
+    {"node", "remote_tokens_per_minute", KT_INT, OFF(remote_tokens_per_minute), "20000", NULL,
+     "remote-tokens-per-minute", NULL, 0, 1000000000, 0,
+     "Tokens generated for one peer per minute before its new requests are refused; 0 = "
+     "unlimited."},
+    {"node", "remote_max_tokens", KT_INT, OFF(remote_max_tokens), "1024", NULL, "remote-max-tokens",
+     NULL, 1, 1048576, 0,
+     "Largest max_tokens a remote request may ask for (and the default when it gives none)."},
+    {"node", "remote_max_context", KT_INT, OFF(remote_max_context), "4096", NULL,
+     "remote-max-context", NULL, 0, 1048576, 0,
+     "Largest prompt + max_tokens (tokens) of a remote request; 0 = the model's slot."},
     {"expert", "description", KT_STRING, OFF(description), "A general-purpose assistant.", NULL,
      "description", NULL, 0, 0, 0,
      "What this node's expert is good at; embedded and advertised to the swarm."},
@@ -99,6 +127,19 @@ static const struct key_def schema[] = {
      "Bearer keys clients must present; empty = no auth (loopback only). Flag repeatable."},
     {"api", "api_key_file", KT_STRING, OFF(api_key_file), NULL, NULL, "api-key-file", NULL, 0, 0,
      KF_PATH, "File with one API key per line, added to api_keys."},
+    {"api", "max_queue", KT_INT, OFF(api_max_queue), "64", NULL, "max-queue", NULL, 1, 65536, 0,
+     "Requests allowed to wait per model beyond its busy slots; more answer 429."},
+    {"api", "max_connections", KT_INT, OFF(api_max_connections), "1024", NULL, "max-connections",
+     NULL, 1, 65536, 0, "Open REST connections at most; more are refused at accept."},
+    {"api", "timeout_s", KT_INT, OFF(api_timeout_s), "15", NULL, "api-timeout", NULL, 1, 3600, 0,
+     "Seconds a REST connection may stay idle (or dribble its headers) before it is closed."},
+    {"api", "cors_origins", KT_LIST, OFF(cors_origins), "", NULL, "cors-origin", NULL, 0, 0, 0,
+     "Browser origins (e.g. \"https://app.example\", or \"*\") allowed to call the REST API "
+     "(CORS); empty = none. Flag repeatable."},
+    {"api", "rate_limit_rpm", KT_INT, OFF(rate_limit_rpm), "0", NULL, "rate-limit-rpm", NULL, 0,
+     1000000, 0,
+     "REST requests per minute per API key (per client address when auth is off), beyond which "
+     "429 with Retry-After; 0 = off."},
     {"log", "level", KT_ENUM, OFF(log_level), "info", NULL, "log-level",
      "error|warn|info|debug|trace", 0, 0, 0, "Least severe level written to stderr."},
     {"log", "format", KT_ENUM, OFF(log_format), "text", NULL, "log-format", "text|json", 0, 0, 0,
@@ -236,6 +277,12 @@ static int set_int(struct dc_config *cfg, const struct key_def *k, int64_t v,
     return 0;
 }
 
+static int set_bool(struct dc_config *cfg, const struct key_def *k, bool v)
+{
+    *(bool *)((char *)cfg + k->offset) = v;
+    return 0;
+}
+
 static int set_float(struct dc_config *cfg, const struct key_def *k, double v,
                      const struct origin *o, char *err, size_t errlen)
 {
@@ -272,6 +319,12 @@ static int set_from_text(struct dc_config *cfg, const struct key_def *k, const c
                              (k->flags & KF_SECRET) ? "<redacted>" : text);
         return set_int(cfg, k, v, o, err, errlen);
     }
+    case KT_BOOL:
+        if (strcmp(text, "true") == 0 || strcmp(text, "1") == 0)
+            return set_bool(cfg, k, true);
+        if (strcmp(text, "false") == 0 || strcmp(text, "0") == 0)
+            return set_bool(cfg, k, false);
+        return key_error(err, errlen, o, k, "'%s' is not a boolean (true or false)", text);
     case KT_FLOAT: {
         double v;
         v = strtod(text, &end);
@@ -333,6 +386,10 @@ static int set_from_toml(struct dc_config *cfg, const struct key_def *k,
             return key_error(err, errlen, o, k, "expected an integer, got %s",
                              dc_toml_type_name(t));
         return set_int(cfg, k, dc_toml_int(v), o, err, errlen);
+    case KT_BOOL:
+        if (t != DC_TOML_BOOL)
+            return key_error(err, errlen, o, k, "expected a boolean, got %s", dc_toml_type_name(t));
+        return set_bool(cfg, k, dc_toml_bool(v));
     case KT_FLOAT:
         if (t == DC_TOML_INTEGER)
             return set_float(cfg, k, (double)dc_toml_int(v), o, err, errlen);
@@ -723,6 +780,8 @@ static const char *type_doc(const struct key_def *k)
         return "array of strings";
     case KT_ENUM:
         return "string";
+    case KT_BOOL:
+        return "boolean";
     }
     return "?";
 }
@@ -730,7 +789,7 @@ static const char *type_doc(const struct key_def *k)
 /* Writes a default value as TOML (lists from their comma-separated text). */
 static void write_toml_default(FILE *f, const struct key_def *k, const char *text)
 {
-    if (k->type == KT_INT || k->type == KT_PORT || k->type == KT_FLOAT) {
+    if (k->type == KT_INT || k->type == KT_PORT || k->type == KT_FLOAT || k->type == KT_BOOL) {
         fputs(text, f);
     } else if (k->type == KT_LIST) {
         fputc('[', f);
@@ -845,6 +904,9 @@ void dc_config_write_effective(const struct dc_config *cfg, FILE *f)
             break;
         case KT_FLOAT:
             fprintf(f, "%s = %g", k->key, *(const double *)field);
+            break;
+        case KT_BOOL:
+            fprintf(f, "%s = %s", k->key, *(const bool *)field ? "true" : "false");
             break;
         case KT_LIST: {
             const struct dc_strlist *l = field;

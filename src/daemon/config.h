@@ -29,6 +29,17 @@ struct dc_config {
     char *state_dir;
     char *private_swarm_key; /* secret: never logged */
     char *private_swarm_key_file;
+    bool ipfs_dht;   /* speak /ipfs/kad/1.0.0 instead of /democritus/kad/1.0.0 */
+    bool dht_client; /* DHT client mode: query, never serve */
+    /* [node] remote inference (/democritus/infer/1.0.0) */
+    bool serve_remote;
+    struct dc_strlist remote_allow; /* PeerIds; empty = every peer */
+    struct dc_strlist remote_deny;  /* PeerIds */
+    int64_t remote_max_streams;     /* per peer, concurrent */
+    int64_t remote_requests_per_minute;
+    int64_t remote_tokens_per_minute;
+    int64_t remote_max_tokens;
+    int64_t remote_max_context;
     /* [expert] */
     char *description;
     char *model_path;
@@ -48,6 +59,11 @@ struct dc_config {
     int64_t ws_port;
     struct dc_strlist api_keys; /* secret: never logged */
     char *api_key_file;
+    int64_t api_max_queue;          /* per model, beyond its slots */
+    int64_t api_max_connections;    /* REST connections */
+    int64_t api_timeout_s;          /* REST idle/header timeout */
+    struct dc_strlist cors_origins; /* browser origins allowed by CORS */
+    int64_t rate_limit_rpm;         /* per key (or client address); 0 = off */
     /* [log] */
     char *log_level;
     char *log_format;

@@ -13,9 +13,11 @@
  */
 #include "daemon/daemon.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -25,10 +27,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "api/api.h"
 #include "base/log.h"
 #include "base/multibase.h"
 #include "crypto/crypto.h"
+#include "daemon/peerview.h"
+#include "daemon/remote.h"
+#include "model/engine.h"
+#include "p2p/dht.h"
 #include "p2p/host.h"
+#include "swarm/swarm.h"
 
 #define LOG "daemon"
 
@@ -226,7 +234,19 @@ struct daemon {
     char *json_path;
     char *lock_path;
     struct dc_host *host;
-    json_t *p2p_addrs; /* full dialable multiaddrs, /p2p/ included */
+    struct dc_dht *dht;      /* Kademlia on the host; NULL until started */
+    json_t *p2p_addrs;       /* full dialable multiaddrs, /p2p/ included */
+    struct dc_registry *reg; /* models; NULL with --no-model */
+    struct dc_api *api;      /* REST server */
+    char rest_url[96];
+    struct dc_ws *ws;              /* WebSocket server */
+    struct dc_grpc *grpc;          /* gRPC server */
+    char ws_url[96];               /* ws://HOST:PORT */
+    char grpc_addr[96];            /* HOST:PORT */
+    atomic_uint n_peers;           /* connected peers, read by the API threads */
+    struct dc_infer_server *infer; /* /democritus/infer/1.0.0; NULL without a registry */
+    struct dc_peerview *peers;     /* peer snapshot and dials for the API threads */
+    struct dc_remote *remote;      /* chats forwarded to peers (model "<PeerId>") */
 };
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -251,9 +271,10 @@ static int write_daemon_json(struct daemon *d)
     json_t *j;
     int rc;
 
-    j = json_pack("{s:I, s:s, s:s, s:s, s:I, s:O}", "pid", (json_int_t)getpid(), "peer_id", d->peer,
-                  "version", DC_VERSION, "state_dir", d->cfg->state_dir, "started_at",
-                  (json_int_t)time(NULL), "p2p", d->p2p_addrs);
+    j = json_pack("{s:I, s:s, s:s, s:s, s:I, s:O, s:s, s:s, s:s}", "pid", (json_int_t)getpid(),
+                  "peer_id", d->peer, "version", DC_VERSION, "state_dir", d->cfg->state_dir,
+                  "started_at", (json_int_t)time(NULL), "p2p", d->p2p_addrs, "rest", d->rest_url,
+                  "grpc", d->grpc_addr, "ws", d->ws_url);
     if (j == NULL)
         return DC_ENOMEM;
     rc = write_json_file(d->json_path, j);
@@ -273,8 +294,10 @@ static void on_p2p_connected(void *ud, const struct dc_peer_id *peer, bool outbo
                              const struct dc_multiaddr *remote)
 {
     char p[DC_PEER_ID_STR_MAX], addr[DC_MULTIADDR_TEXT_MAX];
+    struct daemon *d = ud;
 
-    DC_UNUSED(ud);
+    atomic_fetch_add(&d->n_peers, 1);
+    dc_peerview_connected(d->peers, peer, outbound, remote);
     peer_text(peer, p, sizeof(p));
     if (dc_multiaddr_format(remote, addr, sizeof(addr)) < 0)
         snprintf(addr, sizeof(addr), "?");
@@ -284,8 +307,11 @@ static void on_p2p_connected(void *ud, const struct dc_peer_id *peer, bool outbo
 static void on_p2p_disconnected(void *ud, const struct dc_peer_id *peer, int err)
 {
     char p[DC_PEER_ID_STR_MAX];
+    struct daemon *d = ud;
 
-    DC_UNUSED(ud);
+    if (atomic_load(&d->n_peers) > 0)
+        atomic_fetch_sub(&d->n_peers, 1);
+    dc_peerview_disconnected(d->peers, peer);
     peer_text(peer, p, sizeof(p));
     dc_log_info(LOG, "disconnected from %s%s%s", p, err != 0 ? ": " : "",
                 err != 0 ? dc_strerror(err) : "");
@@ -295,7 +321,11 @@ static void on_p2p_identified(void *ud, const struct dc_peer_info *info)
 {
     char p[DC_PEER_ID_STR_MAX];
 
-    DC_UNUSED(ud);
+    struct daemon *d = ud;
+
+    if (d->dht != NULL)
+        dc_dht_peer_identified(d->dht, info);
+    dc_peerview_identified(d->peers, &info->id);
     peer_text(&info->id, p, sizeof(p));
     dc_log_info(LOG, "identified %s: agent \"%s\", %zu protocol(s), %zu address(es)", p,
                 info->agent, info->n_protocols, info->n_addrs);
@@ -401,6 +431,16 @@ static int start_p2p(struct daemon *d)
         dc_log_error(LOG, "cannot start the P2P host: %s", dc_strerror(rc));
         return rc;
     }
+    rc = dc_peerview_new(&d->loop, d->host, &d->peers);
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot start the peer view: %s", dc_strerror(rc));
+        return rc;
+    }
+    rc = dc_remote_new(&d->loop, d->host, dc_identity_peer_id(d->id), &d->remote);
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot start chat forwarding: %s", dc_strerror(rc));
+        return rc;
+    }
     if (hc.use_psk)
         dc_log_info(LOG, "private swarm: pnet enabled (peers without the same key cannot connect)");
     for (size_t i = 0; i < cfg->listen_addresses.n; i++) {
@@ -435,6 +475,276 @@ static int start_p2p(struct daemon *d)
         if (json_array_append_new(d->p2p_addrs, json_string(text)) < 0)
             return DC_ENOMEM;
     }
+    return 0;
+}
+
+/* Starts the DHT service: /democritus/kad/1.0.0 (or /ipfs/kad/1.0.0 with [node] ipfs_dht),
+ * served unless [node] dht_client, records and providers kept in state_dir/dht.sqlite. */
+static int start_dht(struct daemon *d, const struct dc_daemon_options *opt)
+{
+    struct dc_dht_config dc = {0};
+    char *db = dc_state_path(d->cfg->state_dir, "dht.sqlite");
+    int rc;
+
+    if (db == NULL)
+        return DC_ENOMEM;
+    dc.host = d->host;
+    dc.loop = &d->loop;
+    dc.protocol = d->cfg->ipfs_dht ? DC_KAD_IPFS_PROTOCOL_ID : DC_KAD_PROTOCOL_ID;
+    dc.client_mode = d->cfg->dht_client;
+    dc.db_path = db;
+    rc = dc_dht_new(&dc, &d->dht);
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot start the DHT (store %s): %s", db, dc_strerror(rc));
+        dc_free(db);
+        return rc;
+    }
+    dc_free(db);
+    dc_log_info(LOG, "DHT: %s in %s mode", dc.protocol, dc.client_mode ? "client" : "server");
+    if (opt->provide != NULL) {
+        uint8_t key[DC_KAD_MAX_KEY];
+        size_t key_len;
+
+        rc = dc_dht_key_parse(opt->provide, key, &key_len);
+        if (rc == 0)
+            rc = dc_dht_provide(d->dht, key, key_len, true, NULL, NULL);
+        if (rc < 0)
+            dc_log_warn(LOG, "cannot provide %s: %s", opt->provide, dc_strerror(rc));
+        else
+            dc_log_info(LOG, "providing %s (announced once DHT peers are known)", opt->provide);
+    }
+    return 0;
+}
+
+/* ---- models and the REST API ---------------------------------------------------------- */
+
+static uint32_t peers_count(void *ud)
+{
+    struct daemon *d = ud;
+
+    return atomic_load(&d->n_peers);
+}
+
+/* GET /api/peers and POST /api/peers/connect go through the peer view (peerview.h). */
+static int peers_json(void *ud, char **out, size_t *len)
+{
+    return dc_peerview_json(((struct daemon *)ud)->peers, out, len);
+}
+
+static int peers_connect(void *ud, const char *ma, uint32_t timeout_ms, char *peer, size_t cap,
+                         char *err, size_t errlen)
+{
+    return dc_peerview_connect(((struct daemon *)ud)->peers, ma, timeout_ms, peer, cap, err,
+                               errlen);
+}
+
+/* True when 'dir' holds at least one *.gguf file (a missing folder holds none). */
+static bool dir_has_gguf(const char *dir)
+{
+    DIR *dp = dir != NULL ? opendir(dir) : NULL;
+    struct dirent *de;
+    bool found = false;
+
+    if (dp == NULL)
+        return false;
+    while (!found && (de = readdir(dp)) != NULL) {
+        size_t n = strlen(de->d_name);
+
+        found = n > 5 && strcmp(de->d_name + n - 5, ".gguf") == 0;
+    }
+    closedir(dp);
+    return found;
+}
+
+/* Opens the model registry (unless --no-model) and starts the REST server. A node without a
+ * usable model still serves: its inference routes answer 503. */
+static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
+{
+    const struct dc_config *cfg = d->cfg;
+    struct dc_api_config ac = {0};
+    char err[512];
+    int rc;
+
+    if (opt->no_model) {
+        dc_log_info(LOG, "--no-model: no model engine; inference routes answer 503");
+    } else {
+        struct dc_registry_config rcfg = {0};
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        char *cache = dc_state_path(cfg->state_dir, "models.json");
+
+        if (cache == NULL)
+            return DC_ENOMEM;
+        rcfg.models_dir = cfg->models_dir;
+        rcfg.default_model = cfg->model_path;
+        if (rcfg.default_model == NULL && opt->demo_model != NULL &&
+            !dir_has_gguf(cfg->models_dir)) {
+            rcfg.default_model = opt->demo_model;
+            dc_log_warn(LOG,
+                        "no model configured and none in models_dir %s: serving the DEMO model %s "
+                        "(random weights: it answers gibberish). Get a real GGUF with "
+                        "`democritus models pull URL` into %s, or set [expert].model_path",
+                        cfg->models_dir ? cfg->models_dir : "-", opt->demo_model,
+                        cfg->models_dir ? cfg->models_dir : "./models");
+        }
+        rcfg.cache_path = cache;
+        /* [engine] memory_budget_mb = 0 means half of the RAM. */
+        rcfg.memory_budget_bytes =
+            cfg->memory_budget_mb > 0
+                ? (uint64_t)cfg->memory_budget_mb << 20
+                : (pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : 0);
+        rcfg.engine.n_ctx_per_slot = (uint32_t)cfg->max_context;
+        rcfg.engine.n_parallel = (uint32_t)cfg->parallel;
+        rcfg.engine.n_threads = (int)cfg->threads;
+        rcfg.engine.n_gpu_layers = -1;
+        rc = dc_registry_open(&rcfg, &d->reg);
+        dc_free(cache);
+        if (rc < 0) {
+            dc_log_error(LOG, "cannot open the model registry (models_dir %s): %s",
+                         cfg->models_dir ? cfg->models_dir : "-", dc_strerror(rc));
+            d->reg = NULL;
+        }
+    }
+    ac.bind = cfg->bind;
+    ac.port = (uint16_t)cfg->rest_port;
+    ac.keys = (const char *const *)cfg->api_keys.items;
+    ac.n_keys = cfg->api_keys.n;
+    ac.registry = d->reg;
+    ac.max_queue = (uint32_t)cfg->api_max_queue;
+    ac.max_connections = (uint32_t)cfg->api_max_connections;
+    ac.timeout_s = (uint32_t)cfg->api_timeout_s;
+    ac.default_temperature = cfg->temperature;
+    ac.version = DC_VERSION;
+    ac.peers_count = peers_count;
+    ac.peers_ud = d;
+    ac.peers_json = peers_json;
+    ac.peers_connect = peers_connect;
+    if (d->remote != NULL) {
+        ac.remote = &dc_remote_hooks;
+        ac.remote_ud = d->remote;
+    }
+    ac.cors_origins = (const char *const *)cfg->cors_origins.items;
+    ac.n_cors_origins = cfg->cors_origins.n;
+    ac.rate_limit_rpm = (uint32_t)cfg->rate_limit_rpm;
+    rc = dc_api_new(&ac, &d->api, err, sizeof(err));
+    if (rc < 0) {
+        dc_log_error(LOG, "%s", err);
+        return rc;
+    }
+    snprintf(d->rest_url, sizeof(d->rest_url), "http://%s%s%s:%u",
+             strchr(cfg->bind, ':') != NULL ? "[" : "",
+             strcmp(cfg->bind, "0.0.0.0") == 0 ? "127.0.0.1"
+             : strcmp(cfg->bind, "::") == 0    ? "::1"
+                                               : cfg->bind,
+             strchr(cfg->bind, ':') != NULL ? "]" : "", (unsigned)dc_api_port(d->api));
+    dc_log_info(LOG, "REST API on %s (%s)", d->rest_url,
+                dc_api_has_model(d->api) ? "model loaded"
+                                         : "no model: inference routes answer 503");
+    return 0;
+}
+
+/* Parses a list of PeerIds from the config into a heap array (NULL when empty). */
+static int parse_peer_list(const struct dc_strlist *l, const char *key, struct dc_peer_id **out)
+{
+    *out = NULL;
+    if (l->n == 0)
+        return 0;
+    *out = dc_calloc(l->n, sizeof(**out));
+    if (*out == NULL)
+        return DC_ENOMEM;
+    for (size_t i = 0; i < l->n; i++) {
+        if (dc_peer_id_parse(l->items[i], &(*out)[i]) < 0) {
+            dc_log_error(LOG, "[node] %s: '%s' is not a PeerId", key, l->items[i]);
+            dc_free(*out);
+            *out = NULL;
+            return DC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+/* Serves /democritus/infer/1.0.0 with the registry's models, within the [node] remote_*
+ * bounds. A node without a registry (--no-model) does not register the protocol. */
+static int start_infer(struct daemon *d)
+{
+    const struct dc_config *cfg = d->cfg;
+    struct dc_infer_server_config ic = {0};
+    struct dc_peer_id *allow = NULL, *deny = NULL;
+    int rc;
+
+    if (d->reg == NULL)
+        return 0;
+    rc = parse_peer_list(&cfg->remote_allow, "remote_allow", &allow);
+    if (rc == 0)
+        rc = parse_peer_list(&cfg->remote_deny, "remote_deny", &deny);
+    if (rc < 0)
+        goto out;
+    ic.loop = &d->loop;
+    ic.host = d->host;
+    ic.identity = d->id;
+    ic.registry = d->reg;
+    ic.serve_remote = cfg->serve_remote;
+    ic.max_streams_per_peer = (uint32_t)cfg->remote_max_streams;
+    ic.requests_per_minute = (uint32_t)cfg->remote_requests_per_minute;
+    ic.tokens_per_minute = (uint32_t)cfg->remote_tokens_per_minute;
+    ic.max_tokens = (uint32_t)cfg->remote_max_tokens;
+    ic.max_context = (uint32_t)cfg->remote_max_context;
+    ic.default_temperature = (float)cfg->temperature;
+    ic.allow = allow;
+    ic.n_allow = cfg->remote_allow.n;
+    ic.deny = deny;
+    ic.n_deny = cfg->remote_deny.n;
+    rc = dc_infer_server_new(&ic, &d->infer);
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot serve %s: %s", DC_INFER_PROTOCOL_ID, dc_strerror(rc));
+        goto out;
+    }
+    dc_log_info(LOG, "%s: %s", DC_INFER_PROTOCOL_ID,
+                cfg->serve_remote ? "serving peers"
+                                  : "refusing peers ([node] serve_remote = false)");
+out:
+    dc_free(allow);
+    dc_free(deny);
+    return rc;
+}
+
+/* Starts the WebSocket and gRPC servers on [api].bind, serving the registry's default model
+ * with the same keys and limits as REST. */
+static int start_rpc(struct daemon *d)
+{
+    const struct dc_config *cfg = d->cfg;
+    struct dc_rpc_config rc_cfg = {0};
+    bool v6 = strchr(cfg->bind, ':') != NULL;
+    const char *host = strcmp(cfg->bind, "0.0.0.0") == 0 ? "127.0.0.1"
+                       : strcmp(cfg->bind, "::") == 0    ? "::1"
+                                                         : cfg->bind;
+    char err[512];
+    int rc;
+
+    rc_cfg.bind = cfg->bind;
+    rc_cfg.keys = (const char *const *)cfg->api_keys.items;
+    rc_cfg.n_keys = cfg->api_keys.n;
+    rc_cfg.registry = d->reg;
+    rc_cfg.max_queue = (uint32_t)cfg->api_max_queue;
+    rc_cfg.max_connections = (uint32_t)cfg->api_max_connections;
+    rc_cfg.default_temperature = cfg->temperature;
+    rc_cfg.version = DC_VERSION;
+    rc_cfg.port = (uint16_t)cfg->ws_port;
+    rc = dc_ws_new(&rc_cfg, &d->ws, err, sizeof(err));
+    if (rc < 0) {
+        dc_log_error(LOG, "%s", err);
+        return rc;
+    }
+    rc_cfg.port = (uint16_t)cfg->grpc_port;
+    rc = dc_grpc_new(&rc_cfg, &d->grpc, err, sizeof(err));
+    if (rc < 0) {
+        dc_log_error(LOG, "%s", err);
+        return rc;
+    }
+    snprintf(d->ws_url, sizeof(d->ws_url), "ws://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+             (unsigned)dc_ws_port(d->ws));
+    snprintf(d->grpc_addr, sizeof(d->grpc_addr), "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+             (unsigned)dc_grpc_port(d->grpc));
+    dc_log_info(LOG, "WebSocket API on %s/ws/chat; gRPC API (h2c) on %s", d->ws_url, d->grpc_addr);
     return 0;
 }
 
@@ -566,12 +876,19 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
                 "%s; api keys: %zu",
                 cfg->source_path ? cfg->source_path : "defaults (no config file)", cfg->state_dir,
                 cfg->listen_addresses.n, cfg->bootstrap_nodes.n,
-                opt->no_model ? "no model (P2P only)" : "model engine not built yet",
-                cfg->api_keys.n);
+                opt->no_model ? "no model (P2P only)" : "local model engine", cfg->api_keys.n);
     if (poll_stop(&d))
         goto out_identity;
 
     rc = start_p2p(&d);
+    if (rc == 0)
+        rc = start_dht(&d, opt);
+    if (rc == 0)
+        rc = start_api(&d, opt);
+    if (rc == 0)
+        rc = start_rpc(&d);
+    if (rc == 0)
+        rc = start_infer(&d);
     if (rc < 0)
         goto out_host;
     if (poll_stop(&d))
@@ -589,11 +906,22 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
             unlink(d.json_path);
             goto out_host;
         }
-        printf("ready peer=%s p2p=%s\n", d.peer, list);
+        printf("ready peer=%s p2p=%s rest=%s grpc=%s ws=%s\n", d.peer, list, d.rest_url,
+               d.grpc_addr, d.ws_url);
         dc_free(list);
     }
     fflush(stdout);
     dc_log_info(LOG, "ready");
+    if (d.reg != NULL && d.rest_url[0] != '\0') {
+        /* Something to paste, for people starting their first node. */
+        dc_log_info(LOG,
+                    "try: curl -s %s/v1/chat/completions -H 'Content-Type: application/json'%s "
+                    "-d '{\"model\":\"local\",\"messages\":[{\"role\":\"user\",\"content\":"
+                    "\"Hello\"}]}'",
+                    d.rest_url,
+                    cfg->api_keys.n > 0 ? " -H 'Authorization: Bearer <your key>'" : "");
+        dc_log_info(LOG, "or:  democritus ask --url %s \"Hello\"", d.rest_url);
+    }
     dial_bootstrap(&d);
 
     if (!d.stopping)
@@ -603,8 +931,19 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
     rc = 0;
 
 out_host:
-    /* Closes every connection now; the loop run below lets libuv finish closing them. */
+    /* Closes every connection now; the loop run below lets libuv finish closing them. The DHT
+     * goes first: it saves its stores and resets its streams on the live host. */
+    dc_peerview_shutdown(d.peers); /* wakes API threads waiting on a dial */
+    dc_remote_shutdown(d.remote);  /* ends forwarded chats: the API waits for them */
+    dc_grpc_free(d.grpc);
+    dc_ws_free(d.ws);
+    dc_api_free(d.api);
+    dc_infer_server_free(d.infer); /* before the registry: it releases the engines it holds */
+    dc_registry_close(d.reg);
+    dc_dht_free(d.dht);
     dc_host_free(d.host);
+    dc_peerview_free(d.peers);
+    dc_remote_free(d.remote);
     json_decref(d.p2p_addrs);
 out_identity:
     dc_identity_free(d.id);

@@ -12,7 +12,11 @@
 struct dc_identity;
 
 struct dc_daemon_options {
-    bool no_model; /* P2P-only node: no engine (swarm tests) */
+    bool no_model;       /* P2P-only node: no engine (swarm tests) */
+    const char *provide; /* a DHT key (CID or text) to provide and keep announcing, or NULL */
+    /* A GGUF to serve when no model is configured and models_dir holds none (`make run` passes
+     * a demo model made by gguf-gen); the log says it is a demo. NULL: none. */
+    const char *demo_model;
 };
 
 /*

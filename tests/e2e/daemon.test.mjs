@@ -143,7 +143,10 @@ test('cli: usage errors exit 2, --help exits 0, unbuilt commands exit 1', () => 
     assert.match(run(['version']).stdout, /^democritus \d+\.\d+\.\d+\n$/);
     const ask = run(['ask', 'hello', '--state-dir', join(root, 's')]);
     assert.equal(ask.status, 1);
-    assert.match(ask.stderr, /not available in this build yet/);
+    assert.match(ask.stderr, /no daemon is running/);
+    const rep = run(['reputation', 'show', '--state-dir', join(root, 's')]);
+    assert.equal(rep.status, 1);
+    assert.match(rep.stderr, /not available in this build yet/);
     assert.equal(run(['peers', 'list']).status, 1);
     assert.equal(run(['peers', 'frob']).status, 2);
   } finally {

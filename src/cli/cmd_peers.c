@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_peers.c - `democritus peers list [--verbose] [--json] [--url URL]`: the running daemon's
+ * connected peers, from GET /api/peers (through the client SDK). One line per peer (PeerId,
+ * direction, round trip, agent); --verbose adds the addresses and protocols; --json prints the
+ * daemon's array as it is.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "democritus/client.h"
+
+static void print_peer(json_t *p, bool verbose)
+{
+    const char *id = json_string_value(json_object_get(p, "peer_id"));
+    const char *dir = json_string_value(json_object_get(p, "direction"));
+    const char *agent = json_string_value(json_object_get(p, "agent"));
+    json_t *rtt = json_object_get(p, "rtt_ms");
+    char rtt_text[32];
+    size_t i;
+    json_t *v;
+
+    if (json_is_number(rtt))
+        snprintf(rtt_text, sizeof(rtt_text), "%.2f ms", json_number_value(rtt));
+    else
+        snprintf(rtt_text, sizeof(rtt_text), "-");
+    printf("%-52s  %-8s  %10s  %s\n", id != NULL ? id : "?", dir != NULL ? dir : "?", rtt_text,
+           agent != NULL ? agent : "-");
+    if (!verbose)
+        return;
+    v = json_object_get(p, "remote_address");
+    if (json_is_string(v))
+        printf("    connection: %s\n", json_string_value(v));
+    json_array_foreach(json_object_get(p, "addresses"), i, v)
+    {
+        if (json_is_string(v))
+            printf("    address:    %s\n", json_string_value(v));
+    }
+    json_array_foreach(json_object_get(p, "protocols"), i, v)
+    {
+        if (json_is_string(v))
+            printf("    protocol:   %s\n", json_string_value(v));
+    }
+}
+
+int cli_cmd_peers(int argc, char **argv)
+{
+    bool verbose = false, as_json = false;
+    const char *url = NULL;
+    const struct cli_opt opts[] = {
+        {"verbose", 'v', CLI_BOOL, NULL, "addresses, protocols, agent", &verbose, NULL},
+        {"json", 0, CLI_BOOL, NULL, "print the daemon's JSON array", &as_json, NULL},
+        {"url", 0, CLI_VALUE, "URL", "daemon REST URL (default: from <state_dir>/daemon.json)",
+         NULL, &url},
+    };
+    struct cli_ctx ctx = {.cmd = "peers",
+                          .usage = "peers list [--verbose] [--json] [--url URL]",
+                          .summary = "Lists the peers the running daemon is connected to.",
+                          .opts = opts,
+                          .n_opts = DC_ARRAY_LEN(opts)};
+    struct dc_config cfg;
+    struct dc_client *c = NULL;
+    char *body = NULL;
+    json_t *root = NULL, *peers, *p;
+    size_t i;
+    bool done;
+    int rc = cli_parse(&ctx, argc, argv, 1, &done);
+
+    if (rc != 0 || done)
+        return rc;
+    if (ctx.n_pos == 0)
+        return cli_usage_error(&ctx, "missing subcommand");
+    if (strcmp(ctx.pos[0], "list") != 0)
+        return cli_usage_error(&ctx, "unknown subcommand '%s'", ctx.pos[0]);
+    rc = cli_load_config(&ctx, &cfg);
+    if (rc != 0)
+        return rc;
+    rc = cli_daemon_client(&ctx, &cfg, url, &c);
+    if (rc != 0)
+        goto out;
+    rc = dc_client_get(c, "/api/peers", &body, NULL);
+    if (rc != 0) {
+        cli_client_error(&ctx, c, rc);
+        rc = 1;
+        goto out;
+    }
+    root = json_loads(body, 0, NULL);
+    peers = json_object_get(root, "peers");
+    if (!json_is_array(peers)) {
+        fprintf(stderr, "democritus peers: the daemon's /api/peers answer has no peers array\n");
+        rc = 1;
+        goto out;
+    }
+    if (as_json) {
+        char *text = json_dumps(peers, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        if (text == NULL) {
+            rc = 1;
+            goto out;
+        }
+        puts(text);
+        free(text);
+        goto out;
+    }
+    if (json_array_size(peers) == 0) {
+        printf("no peers connected\n");
+        goto out;
+    }
+    printf("%-52s  %-8s  %10s  %s\n", "PEER ID", "DIR", "RTT", "AGENT");
+    json_array_foreach(peers, i, p) print_peer(p, verbose);
+out:
+    json_decref(root);
+    free(body);
+    dc_client_free(c);
+    dc_config_cleanup(&cfg);
+    return rc;
+}
