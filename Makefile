@@ -43,8 +43,19 @@ build:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The demo model: served only when no model is configured and models/ holds none (the daemon
+# decides, and says so in its log). Random weights, so it answers gibberish; it lives in build/
+# so the work tree never changes.
+DEMO_MODEL := $(BUILD)/demo/democritus-demo-q8_0.gguf
+
+$(DEMO_MODEL):
+	@mkdir -p $(dir $@)
+	$(BUILD)/bin/gguf-gen --arch llama --dim 256 --layers 4 --heads 8 --kv-heads 4 --vocab 2048 \
+		--ctx 2048 --type q8_0 --seed 42 -o $@
+
 run: deps build
-	$(BUILD)/bin/democritus daemon $(ARGS)
+	@$(MAKE) --no-print-directory $(DEMO_MODEL)
+	$(BUILD)/bin/democritus daemon --demo-model $(DEMO_MODEL) $(ARGS)
 
 $(ASAN)/CMakeCache.txt:
 	CC=clang cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DDC_SANITIZE=ON -DDC_WERROR=ON \
