@@ -7,7 +7,8 @@
  * bert) or the tokenizer.* metadata of a real file (--vocab-from). The model is written with
  * gguf.h as F32, streaming the tensor data so memory stays small, then converted to the
  * requested type with llama_model_quantize(). The result loads and generates in llama.cpp; the
- * text it produces is of course noise.
+ * text it produces is of course noise. --chat-template puts a real tokenizer.chat_template in,
+ * for checking how chats render.
  *
  * Weights: matrices uniform with standard deviation 1/sqrt(fan_in) (so activations keep their
  * scale and the logits are not flat), norm weights 1, biases 0. Each tensor draws from its own
@@ -36,6 +37,7 @@
 #define MAX_VOCAB   (1u << 20)
 #define MAX_DIM     (1u << 16)
 #define MAX_CTX     (1u << 20)
+#define MAX_TMPL    (1u << 20) /* --chat-template bytes; real templates are a few KiB */
 
 /* Token types as llama.cpp numbers them (llama_token_type). */
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_BYTE = 6 };
@@ -53,6 +55,8 @@ struct opts {
     bool verbose;
     const char *type;
     const char *vocab_from;
+    const char *chat_template_path;
+    char *chat_template; /* the text of --chat-template, read by main() (heap) */
     const char *out;
 };
 
@@ -102,7 +106,8 @@ static const struct {
 static const char usage_text[] =
     "Usage: gguf-gen --arch llama|qwen2|bert --dim D --layers L --heads H --kv-heads K\n"
     "                [--ff F] [--vocab V] [--ctx C] --type T --seed S\n"
-    "                [--vocab-from FILE.gguf] [--threads N] [-v] -o OUT.gguf\n"
+    "                [--vocab-from FILE.gguf] [--chat-template FILE] [--threads N] [-v]\n"
+    "                -o OUT.gguf\n"
     "\n"
     "Writes a GGUF model with random weights drawn from the seed (same arguments, same file)\n"
     "and a small working vocabulary, loadable by llama.cpp.\n"
@@ -123,6 +128,10 @@ static const char usage_text[] =
     "                    iq1/iq2/iq3_xxs types need an importance matrix and are refused.\n"
     "  --seed S         64-bit seed for the weights\n"
     "  --vocab-from F   copy the tokenizer.* metadata of GGUF file F (sets V)\n"
+    "  --chat-template F\n"
+    "                   set tokenizer.chat_template to the text of file F (a Jinja chat\n"
+    "                   template, at most 1 MiB); it replaces the template that qwen2's\n"
+    "                   vocabulary or --vocab-from brings\n"
     "  --threads N      quantization threads (default: all cores)\n"
     "  -v, --verbose    show llama.cpp's log\n"
     "  -o, --output F   the file to write (replaced atomically)\n"
@@ -720,6 +729,9 @@ static int write_f32(const struct opts *o, const char *path)
         }
         set_vocab(ctx, &v, o->arch);
     }
+    /* After the vocabulary, so it replaces a template that came with it. */
+    if (o->chat_template != NULL)
+        gguf_set_val_str(ctx, "tokenizer.chat_template", o->chat_template);
     oo.vocab = n_vocab;
     set_hparams(ctx, &oo);
 
@@ -770,6 +782,49 @@ out:
     dc_free(tl);
     dc_free(buf);
     return ret;
+}
+
+/*
+ * Reads the --chat-template file into a heap string '*out'. The text goes into the file as a
+ * GGUF string through a C string, so an embedded NUL (which would cut it short silently) is
+ * refused, as is a file over MAX_TMPL.
+ */
+static int read_template(const char *path, char **out)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n;
+
+    *out = NULL;
+    if (f == NULL)
+        return die("--chat-template %s: %s", path, strerror(errno));
+    buf = dc_malloc(MAX_TMPL + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return die("out of memory");
+    }
+    n = fread(buf, 1, MAX_TMPL + 1, f);
+    if (ferror(f)) {
+        die("--chat-template %s: %s", path, strerror(errno));
+        goto err_free;
+    }
+    if (n > MAX_TMPL) {
+        die("--chat-template %s: larger than %u bytes", path, MAX_TMPL);
+        goto err_free;
+    }
+    if (n == 0 || memchr(buf, '\0', n) != NULL) {
+        die("--chat-template %s: %s", path, n == 0 ? "empty file" : "contains a NUL byte");
+        goto err_free;
+    }
+    buf[n] = '\0';
+    fclose(f);
+    *out = buf;
+    return 0;
+
+err_free:
+    fclose(f);
+    dc_free(buf);
+    return 1;
 }
 
 static int check_opts(struct opts *o)
@@ -825,6 +880,7 @@ int main(int argc, char **argv)
         {"type", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 's'},
         {"vocab-from", required_argument, NULL, 'F'},
+        {"chat-template", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 'j'},
         {"output", required_argument, NULL, 'o'},
         {"verbose", no_argument, NULL, 'v'},
@@ -894,6 +950,9 @@ int main(int argc, char **argv)
         case 'F':
             o.vocab_from = optarg;
             break;
+        case 'T':
+            o.chat_template_path = optarg;
+            break;
         case 'j':
             if (parse_u32("--threads", optarg, 1, 1024, &threads) < 0)
                 return 2;
@@ -916,6 +975,8 @@ int main(int argc, char **argv)
         return die("unexpected argument '%s' (see --help)", argv[optind]);
     if (check_opts(&o) != 0)
         return 2;
+    if (o.chat_template_path != NULL && read_template(o.chat_template_path, &o.chat_template) != 0)
+        return 1;
 
     verbose = o.verbose;
     llama_log_set(log_cb, NULL);
@@ -967,6 +1028,7 @@ out:
         unlink(tmp_out);
     dc_free(tmp_f32);
     dc_free(tmp_out);
+    dc_free(o.chat_template);
     llama_backend_free();
     return ret;
 }

@@ -4,7 +4,11 @@
  * without a daemon. Text streams to stdout as the engine releases it (the end-of-generation
  * token is never printed); --json writes JSON Lines instead, one object per token and a final
  * summary; --prompt-tokens prints the prompt's token ids and exits, loading only the
- * vocabulary (so it works on vocabulary-only GGUF files too). Logs go to stderr.
+ * vocabulary (so it works on vocabulary-only GGUF files too). --chat renders the prompt (after
+ * an optional --system message), or a whole --messages conversation, with the model's chat
+ * template; --print-prompt prints that rendering (or the raw prompt) exactly and exits, also
+ * loading only the vocabulary: the interop tests compare it with a real Jinja renderer. Logs go
+ * to stderr.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -141,6 +145,129 @@ static int print_summary(const struct gen_out *o, const char *model, uint32_t n_
     return 0;
 }
 
+#define GEN_MAX_MESSAGES 1024 /* --messages entries */
+
+/* A chat to render: the messages point into 'json' (or into argv), which owns their text. */
+struct gen_chat {
+    struct dc_chat_msg *msgs;
+    size_t n;
+    json_t *json;
+};
+
+static void gen_chat_cleanup(struct gen_chat *c)
+{
+    dc_free(c->msgs);
+    json_decref(c->json);
+    memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Builds the chat from --messages (a JSON array of {"role": R, "content": C} objects, both
+ * strings) or from --system and --prompt. Returns 0, or -1 after writing one line to 'why'.
+ */
+static int gen_chat_init(struct gen_chat *c, const char *messages, const char *system,
+                         const char *prompt, char *why, size_t why_len)
+{
+    json_error_t jerr;
+    size_t i;
+
+    memset(c, 0, sizeof(*c));
+    if (messages == NULL) {
+        c->msgs = dc_calloc(2, sizeof(*c->msgs));
+        if (c->msgs == NULL)
+            goto err_nomem;
+        if (system != NULL)
+            c->msgs[c->n++] = (struct dc_chat_msg){.role = "system", .content = system};
+        c->msgs[c->n++] = (struct dc_chat_msg){.role = "user", .content = prompt};
+        return 0;
+    }
+    c->json = json_loads(messages, JSON_REJECT_DUPLICATES, &jerr);
+    if (c->json == NULL) {
+        snprintf(why, why_len, "--messages: invalid JSON at column %d: %s", jerr.column, jerr.text);
+        return -1;
+    }
+    if (!json_is_array(c->json) || json_array_size(c->json) == 0 ||
+        json_array_size(c->json) > GEN_MAX_MESSAGES) {
+        snprintf(why, why_len, "--messages wants a JSON array of 1..%d messages", GEN_MAX_MESSAGES);
+        goto err_json;
+    }
+    c->msgs = dc_calloc(json_array_size(c->json), sizeof(*c->msgs));
+    if (c->msgs == NULL)
+        goto err_nomem;
+    for (i = 0; i < json_array_size(c->json); i++) {
+        json_t *m = json_array_get(c->json, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *content = json_string_value(json_object_get(m, "content"));
+
+        if (role == NULL || content == NULL) {
+            snprintf(why, why_len, "--messages[%zu] wants string \"role\" and \"content\" members",
+                     i);
+            goto err_json;
+        }
+        c->msgs[c->n++] = (struct dc_chat_msg){.role = role, .content = content};
+    }
+    return 0;
+
+err_nomem:
+    snprintf(why, why_len, "%s", dc_strerror(DC_ENOMEM));
+err_json:
+    gen_chat_cleanup(c);
+    return -1;
+}
+
+/* Renders the chat with the model's template into '*out' (heap). Warns, as the engine's users
+ * do, when the template is not one llama.cpp knows and ChatML stands in for it. Returns 0 or
+ * -1 after printing one line. */
+static int gen_chat_render(struct dc_engine *e, const char *model, const struct gen_chat *c,
+                           char **out)
+{
+    bool fallback = false;
+    int rc;
+
+    rc = dc_engine_chat_render(e, c->msgs, c->n, true, out, &fallback);
+    if (rc < 0) {
+        fprintf(stderr, "democritus generate: cannot render the chat prompt: %s\n",
+                dc_strerror(rc));
+        return -1;
+    }
+    if (fallback)
+        dc_log_warn("generate", "%s: no usable chat template, using ChatML", model);
+    return 0;
+}
+
+/* --print-prompt: the exact text generation would start from, without a newline added. Loads
+ * only the vocabulary, which is all the chat template needs. */
+static int print_prompt(const char *model, const char *prompt, const struct gen_chat *chat)
+{
+    struct dc_engine_config ecfg = {.model_path = model, .vocab_only = true};
+    struct dc_engine *e;
+    char *err = NULL, *rendered = NULL;
+    const char *text = prompt;
+    int status = 1, rc;
+
+    rc = dc_engine_open(&ecfg, &e, &err);
+    if (rc < 0) {
+        fprintf(stderr, "democritus generate: %s\n", err != NULL ? err : dc_strerror(rc));
+        dc_free(err);
+        return 1;
+    }
+    if (chat != NULL) {
+        if (gen_chat_render(e, model, chat, &rendered) < 0)
+            goto out_close;
+        text = rendered;
+    }
+    if (fwrite(text, 1, strlen(text), stdout) != strlen(text) || fflush(stdout) != 0) {
+        fprintf(stderr, "democritus generate: cannot write the output\n");
+        goto out_close;
+    }
+    status = 0;
+
+out_close:
+    dc_free(rendered);
+    dc_engine_close(e);
+    return status;
+}
+
 /* Parses an integer option within [lo, hi]. */
 static bool parse_int(const char *s, long lo, long hi, long *out)
 {
@@ -199,9 +326,9 @@ static int print_prompt_tokens(const char *model, const char *prompt)
 
 int cli_cmd_generate(int argc, char **argv)
 {
-    bool chat = false, json = false, prompt_tokens = false, done;
+    bool chat = false, json = false, prompt_tokens = false, print = false, done;
     const char *model = NULL, *prompt = NULL, *n = NULL, *temp = NULL, *seed = NULL, *top_k = NULL,
-               *top_p = NULL, *logprobs = NULL, *threads = NULL;
+               *top_p = NULL, *logprobs = NULL, *threads = NULL, *system = NULL, *messages = NULL;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_VALUE, "FILE", "GGUF model file", NULL, &model},
         {"prompt", 'p', CLI_VALUE, "TEXT", "prompt text", NULL, &prompt},
@@ -215,17 +342,24 @@ int cli_cmd_generate(int argc, char **argv)
          &threads},
         {"chat", 0, CLI_BOOL, NULL, "render the prompt with the model's chat template", &chat,
          NULL},
+        {"system", 0, CLI_VALUE, "TEXT", "with --chat: a system message before the prompt", NULL,
+         &system},
+        {"messages", 0, CLI_VALUE, "JSON",
+         "with --chat, instead of --prompt: [{\"role\":R,\"content\":C},...]", NULL, &messages},
         {"logprobs", 0, CLI_VALUE, "N", "with --json: top-N alternatives per token", NULL,
          &logprobs},
         {"json", 0, CLI_BOOL, NULL, "JSON Lines output", &json, NULL},
         {"prompt-tokens", 0, CLI_BOOL, NULL, "print the prompt's token ids and exit",
          &prompt_tokens, NULL},
+        {"print-prompt", 0, CLI_BOOL, NULL,
+         "print the exact prompt text (with --chat: its rendering) and exit", &print, NULL},
     };
     struct cli_ctx ctx = {
         .cmd = "generate",
         .usage = "generate --model FILE --prompt TEXT [-n N] [--temp T] [--seed S] [--top-k K]\n"
-                 "       [--top-p P] [--threads N] [--chat] [--logprobs N] [--json]\n"
-                 "       [--prompt-tokens]",
+                 "       [--top-p P] [--threads N] [--chat [--system TEXT]] [--logprobs N]\n"
+                 "       [--json] [--prompt-tokens] [--print-prompt]\n"
+                 "   or: democritus generate --model FILE --chat --messages JSON [...]",
         .summary = "Runs a local GGUF model directly, without a daemon, and streams the text to\n"
                    "stdout (--json: one JSON object per token, then a summary).",
         .opts = opts,
@@ -233,11 +367,12 @@ int cli_cmd_generate(int argc, char **argv)
     };
     struct dc_engine_config ecfg = {0};
     struct dc_gen_request req;
+    struct gen_chat conv = {0};
     struct gen_out out = {.json = false};
     struct dc_config cfg;
     struct dc_engine *e = NULL;
     struct dc_gen *g = NULL;
-    char *err = NULL, *rendered = NULL;
+    char *err = NULL, *rendered = NULL, why[256];
     long n_tokens = 128, v;
     double f;
     int rc, status = 1;
@@ -247,8 +382,15 @@ int cli_cmd_generate(int argc, char **argv)
         return rc;
     if (model == NULL)
         return cli_usage_error(&ctx, "--model is required");
-    if (prompt == NULL)
+    if (messages != NULL && (!chat || prompt != NULL || system != NULL || prompt_tokens))
+        return cli_usage_error(&ctx, "--messages goes with --chat, instead of --prompt and "
+                                     "--system, and not with --prompt-tokens");
+    if (prompt == NULL && messages == NULL)
         return cli_usage_error(&ctx, "--prompt is required");
+    if (system != NULL && !chat)
+        return cli_usage_error(&ctx, "--system needs --chat");
+    if (prompt_tokens && print)
+        return cli_usage_error(&ctx, "--prompt-tokens and --print-prompt exclude each other");
     if (prompt_tokens)
         return print_prompt_tokens(model, prompt);
 
@@ -291,9 +433,19 @@ int cli_cmd_generate(int argc, char **argv)
         ecfg.n_threads = (int)v;
     }
 
+    if (chat && gen_chat_init(&conv, messages, system, prompt, why, sizeof(why)) < 0)
+        return cli_usage_error(&ctx, "%s", why);
+    if (print) {
+        status = print_prompt(model, prompt, chat ? &conv : NULL);
+        gen_chat_cleanup(&conv);
+        return status;
+    }
+
     rc = cli_load_config(&ctx, &cfg);
-    if (rc != 0)
+    if (rc != 0) {
+        gen_chat_cleanup(&conv);
         return rc;
+    }
     if (temp == NULL)
         req.sampling.temperature = (float)cfg.temperature;
     if (threads == NULL)
@@ -307,6 +459,7 @@ int cli_cmd_generate(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "democritus generate: %s\n", err != NULL ? err : dc_strerror(rc));
         dc_free(err);
+        gen_chat_cleanup(&conv);
         return 1;
     }
     if (dc_engine_info(e)->has_encoder) {
@@ -316,17 +469,8 @@ int cli_cmd_generate(int argc, char **argv)
     }
     req.prompt = prompt;
     if (chat) {
-        struct dc_chat_msg msg = {.role = "user", .content = prompt};
-        bool fallback = false;
-
-        rc = dc_engine_chat_render(e, &msg, 1, true, &rendered, &fallback);
-        if (rc < 0) {
-            fprintf(stderr, "democritus generate: cannot render the chat prompt: %s\n",
-                    dc_strerror(rc));
+        if (gen_chat_render(e, model, &conv, &rendered) < 0)
             goto out_close;
-        }
-        if (fallback)
-            dc_log_warn("generate", "%s: no usable chat template, using ChatML", model);
         req.prompt = rendered;
         req.prompt_parse_special = true;
     }
@@ -387,5 +531,6 @@ out_sync:
 out_close:
     dc_engine_close(e);
     dc_free(rendered);
+    gen_chat_cleanup(&conv);
     return status;
 }
