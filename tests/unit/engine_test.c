@@ -28,39 +28,12 @@
 #include "base/base.h"
 #include "model/engine.h"
 #include "model/engine_int.h"
+#include "gen_util.h"
 
 static char tmpdir[64];
 static char m_llama[128], m_q8[128], m_qwen[128], m_bert[128];
 
 /* ---- helpers ---- */
-
-static int run_gen(const char *arg, ...)
-{
-    const char *argv[48];
-    int n = 0, status;
-    va_list ap;
-    pid_t pid;
-
-    argv[n++] = DC_GGUF_GEN;
-    va_start(ap, arg);
-    for (const char *a = arg; a != NULL && n < 46; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execv(DC_GGUF_GEN, (char *const *)argv);
-        _exit(127);
-    }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
 
 static struct dc_engine *open_engine(const char *path, uint32_t per_slot, uint32_t n_parallel)
 {

@@ -31,6 +31,7 @@
 #include "p2p/host.h"
 #include "p2p/infer.h"
 #include "swarm/swarm.h"
+#include "gen_util.h"
 
 /* ---- the protocol core ------------------------------------------------------------------- */
 
@@ -473,36 +474,6 @@ static struct {
     struct dc_registry *reg;
     struct dc_infer_server *srv;
 } T;
-
-static int run_gen(const char *arg, ...)
-{
-    const char *argv[48];
-    int n = 0, status;
-    va_list ap;
-    pid_t pid;
-
-    argv[n++] = DC_GGUF_GEN;
-    va_start(ap, arg);
-    for (const char *a = arg; a != NULL && n < 46; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execv(DC_GGUF_GEN, (char *const *)argv);
-        _exit(127);
-    }
-    if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
 
 static void wake_cb(uv_timer_t *t)
 {

@@ -28,6 +28,7 @@
 #include "model/engine.h"
 #include "model/model.h"
 #include "model/registry_int.h"
+#include "gen_util.h"
 
 static char tmpdir[64];
 
@@ -36,33 +37,6 @@ static char *tmp_path(const char *name)
     char *p = dc_asprintf("%s/%s", tmpdir, name);
     assert_non_null(p);
     return p;
-}
-
-/* Runs gguf-gen with the given arguments (NULL-terminated); returns its exit status. */
-static int run_gen(const char *arg, ...)
-{
-    const char *argv[48];
-    int n = 0, status;
-    va_list ap;
-    pid_t pid;
-
-    argv[n++] = DC_GGUF_GEN;
-    va_start(ap, arg);
-    for (const char *a = arg; a != NULL && n < 46; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0)
-            dup2(devnull, 1);
-        execv(DC_GGUF_GEN, (char *const *)argv);
-        _exit(127);
-    }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 /* A tiny llama model (64 wide, 2 layers): ~100 KB, loads in milliseconds. */
