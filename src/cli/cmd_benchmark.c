@@ -4,7 +4,9 @@
  * [--parallel 1,4,16] [--slots N] [--json]`: prompt and generation speed through our engine and
  * through llama.cpp's bare decode loop on the same file (src/model/bench.c), their ratio, and the
  * aggregate generation speed with N concurrent streams. A table, or one JSON object:
- * {"model","threads","slots","pp":{"n","ours","llama","ratio"},"tg":{...},"parallel":[{"n","tok_s"}]}.
+ * {"model","threads","slots","n_params","size_bytes","pp":{"n","ours","llama","ratio"},
+ * "tg":{...},"parallel":[{"n","tok_s"}]}. --slots N opens the engine with N slots (default:
+ * the largest stream count), to see what idle slots cost a single stream.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -100,8 +100,19 @@ static int decode_gen(struct llama_context *ctx, struct llama_batch *b, const ll
     return 0;
 }
 
-int dc_bench_llama(const struct dc_bench_config *cfg, struct dc_bench_result *out, char **err)
+/* The bare loop's arguments and results: it runs on a thread of its own (see below). */
+struct llama_run {
+    const struct dc_bench_config *cfg;
+    struct dc_bench_result *out;
+    char *err;
+    int rc;
+};
+
+static void *llama_run_main(void *arg)
 {
+    struct llama_run *lr = arg;
+    const struct dc_bench_config *cfg = lr->cfg;
+    struct dc_bench_result *out = lr->out;
     struct llama_model_params mp = llama_model_default_params();
     struct llama_context_params cp = llama_context_default_params();
     struct llama_model *model;
@@ -111,21 +122,15 @@ int dc_bench_llama(const struct dc_bench_config *cfg, struct dc_bench_result *ou
     llama_token *toks = NULL;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     double *pp_rate = NULL, *tg_rate = NULL;
+    char **err = &lr->err;
     int rc = 0;
 
-    *err = NULL;
-    /* A file llama.cpp would abort on is an error here, not a crash (probe.c). Benchmarks run
-     * single-threaded at this point, so the direct fork is safe. */
-    rc = dc_model_probe(cfg->model_path, 1, 0, err);
-    if (rc < 0)
-        return rc;
-    llama_log_set(quiet_log, NULL);
-    llama_backend_init();
     mp.n_gpu_layers = 0;
     model = llama_model_load_from_file(cfg->model_path, mp);
     if (model == NULL) {
         *err = dc_asprintf("llama.cpp cannot load %s", cfg->model_path);
-        return DC_EUNSUPPORTED;
+        lr->rc = DC_EUNSUPPORTED;
+        return NULL;
     }
     out->n_params = llama_model_n_params(model);
     out->size_bytes = llama_model_size(model);
@@ -187,7 +192,40 @@ out:
     dc_free(tg_rate);
     llama_free(ctx);
     llama_model_free(model);
-    return rc;
+    lr->rc = rc;
+    return NULL;
+}
+
+/*
+ * The bare loop runs on a thread that exits before the engine starts. ggml computes on an
+ * OpenMP team owned by the thread that calls llama_decode, and libgomp keeps a finished team's
+ * workers alive for the life of that thread. With this loop on the caller's thread, its idle
+ * team (n_threads - 1 workers) stayed while the engine's scheduler thread brought a second
+ * one; once the process manages more OpenMP threads than there are CPUs, libgomp cuts its
+ * spin-wait from 300000 to 100 iterations (GOMP_SPINCOUNT's "throttled" count), so each of
+ * the hundreds of barriers in one decode sleeps in futex() and is woken by a syscall: the
+ * engine then looked several times slower than this loop whenever 2 x n_threads - 1 exceeded
+ * the CPU count (16 threads on 16 cores: 0.18x). A joined thread takes its team with it.
+ */
+int dc_bench_llama(const struct dc_bench_config *cfg, struct dc_bench_result *out, char **err)
+{
+    struct llama_run lr = {.cfg = cfg, .out = out};
+    pthread_t th;
+    int rc;
+
+    *err = NULL;
+    /* A file llama.cpp would abort on is an error here, not a crash (probe.c). Benchmarks run
+     * single-threaded at this point, so the direct fork is safe. */
+    rc = dc_model_probe(cfg->model_path, 1, 0, err);
+    if (rc < 0)
+        return rc;
+    llama_log_set(quiet_log, NULL);
+    llama_backend_init();
+    if (pthread_create(&th, NULL, llama_run_main, &lr) != 0)
+        return DC_ENOMEM;
+    pthread_join(th, NULL);
+    *err = lr.err;
+    return lr.rc;
 }
 
 /* ---- through the engine ---- */

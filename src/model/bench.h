@@ -37,11 +37,13 @@ struct dc_bench_result {
 
 /*
  * llama.cpp alone: probes the file in a child process first (a file llama.cpp aborts on is
- * DC_EUNSUPPORTED, not a crash; call this while the process is single-threaded), loads the
- * model, then per repetition clears the KV cache and decodes n_pp
- * random tokens in one batch (pp), clears it again and decodes n_tg random tokens one at a time
- * (tg), after one warm-up of each. Fills pp_llama, tg_llama, n_params, size_bytes. Returns 0,
- * DC_EUNSUPPORTED when llama.cpp cannot load it or decode fails, with '*err' (heap) one line.
+ * DC_EUNSUPPORTED, not a crash; call this while the process is single-threaded), then, on a
+ * thread of its own that is joined before this returns (so its OpenMP team does not outlive it
+ * and slow the engine's, bench.c), loads the model, then per repetition clears the KV cache and
+ * decodes n_pp random tokens in one batch (pp), clears it again and decodes n_tg random tokens one
+ * at a time (tg), after one warm-up of each. Fills pp_llama, tg_llama, n_params, size_bytes.
+ * Returns 0, DC_EUNSUPPORTED when llama.cpp cannot load it or decode fails, with '*err' (heap) one
+ * line.
  */
 DC_MUST_CHECK int dc_bench_llama(const struct dc_bench_config *cfg, struct dc_bench_result *out,
                                  char **err);

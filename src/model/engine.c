@@ -3,12 +3,13 @@
  * engine.c - one loaded model served by one scheduler thread: llama.cpp's load -> tokenize ->
  * batch -> decode -> sample loop made concurrent, cancellable and observable.
  *
- * Map of the file: process-wide llama.cpp setup (backend init once, log capture); the engine
- * and request structures; open/close; tokenizer and chat helpers (thread-safe, run on the
- * caller's thread); submit/cancel/release; the scheduler (admission with prefix reuse, one
- * llama_batch per step with every generating slot's next token and bounded prompt chunks of
- * the prefilling ones, sampling, text release, DONE); and the blocking jobs (scoring and
- * embeddings) that the scheduler runs between steps so they never race a decode.
+ * Map of the file: process-wide llama.cpp setup (backend init once, log capture, a count of
+ * the OpenMP threads that open engines hold); the engine and request structures; open/close;
+ * tokenizer and chat helpers (thread-safe, run on the caller's thread); submit/cancel/release;
+ * the scheduler (admission with prefix reuse, one llama_batch per step with every generating
+ * slot's next token and bounded prompt chunks of the prefilling ones, sampling, text release,
+ * DONE); and the blocking jobs (scoring and embeddings) that the scheduler runs between steps
+ * so they never race a decode.
  *
  * Ownership. The engine owns the model, the context, the batch and the slots. A request
  * (struct dc_gen) is shared by the caller and the engine through a reference count; its
@@ -34,6 +35,38 @@
 /* ---- process-wide llama.cpp setup ---- */
 
 static pthread_once_t backend_once = PTHREAD_ONCE_INIT;
+
+/* Worker threads of the open engines (n_threads - 1 each: the scheduler thread computes too).
+ * ggml runs every decode on an OpenMP team owned by the decoding thread, and libgomp keeps an
+ * idle team alive for the life of its thread; once the process holds more OpenMP threads than
+ * there are CPUs (the first thread plus every team's workers), libgomp cuts its spin-wait to
+ * a few iterations for every team, so each of the hundreds of barriers in a decode sleeps in
+ * futex() and waits for a wake-up syscall (measured: a decode 2 to 5 times slower;
+ * docs/engine.md, "Engine overhead"). An idle scheduler hands its team back
+ * (release_compute_team), so this only bites models that decode at the same time; still,
+ * models loaded together should share the cores, and we warn once when they do not. */
+static atomic_int workers_open;
+static atomic_bool threads_warned;
+
+/* libgomp's OpenMP 5.0 omp_pause_resource_all(omp_pause_soft), which ends the calling thread's
+ * idle team (its workers exit and stop counting). Declared here because this module is not
+ * compiled with -fopenmp; a weak reference, so it is NULL in a process without an OpenMP
+ * runtime (llama.cpp built with GGML_OPENMP=OFF). ELF only: elsewhere teams stay. */
+#if defined(__ELF__)
+extern int omp_pause_resource_all(int kind) __attribute__((weak));
+#define OMP_PAUSE_SOFT 1
+#endif
+
+/* Called by the scheduler before it sleeps: an idle engine holds no OpenMP workers, so only
+ * the models decoding right now count against the CPUs (the next decode starts a new team,
+ * n_threads - 1 thread creations, tens of microseconds). */
+static void release_compute_team(void)
+{
+#if defined(__ELF__)
+    if (omp_pause_resource_all != NULL)
+        (void)omp_pause_resource_all(OMP_PAUSE_SOFT);
+#endif
+}
 
 /* The last error line llama.cpp logged on this thread: load failures are only explained in
  * its log, and we return it in 'err' instead of letting the library print. */
@@ -138,6 +171,7 @@ struct dc_engine {
     int32_t n_vocab;
     uint32_t n_batch;
     uint32_t per_slot;
+    int n_workers; /* n_threads - 1, counted in workers_open while the context exists */
     bool embed_only;
     bool vocab_only; /* no context, no scheduler */
     enum llama_pooling_type pooling;
@@ -255,6 +289,19 @@ static int default_threads(void)
     return (int)(n > 8 ? n / 2 : n);
 }
 
+/* 'total': the first thread plus the workers of every open engine, as libgomp counts them. */
+static void warn_oversubscribed(int total)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (cpus <= 0 || total <= cpus || atomic_exchange(&threads_warned, true))
+        return;
+    dc_log_warn("engine",
+                "open models need %d compute threads on %ld CPUs: every decode slows down "
+                "(OpenMP barriers stop spinning); give each model fewer threads",
+                total, cpus);
+}
+
 /* Architectures that llama.cpp runs as encoders: embeddings only, no generation. */
 static bool arch_is_encoder(const char *arch)
 {
@@ -306,6 +353,8 @@ static void engine_free(struct dc_engine *e)
         llama_batch_free(e->batch);
     if (e->ctx != NULL)
         llama_free(e->ctx);
+    if (e->n_workers > 0)
+        atomic_fetch_sub(&workers_open, e->n_workers);
     if (e->model != NULL)
         llama_model_free(e->model);
     pthread_cond_destroy(&e->job_cond);
@@ -471,6 +520,8 @@ int dc_engine_open(const struct dc_engine_config *cfg, struct dc_engine **out, c
                 last_llama_error[0] != '\0' ? last_llama_error : "unknown error");
         goto err_free;
     }
+    e->n_workers = n_threads - 1;
+    warn_oversubscribed(1 + atomic_fetch_add(&workers_open, e->n_workers) + e->n_workers);
     e->mem = llama_get_memory(e->ctx);
     e->pooling = llama_pooling_type(e->ctx);
     if (e->per_slot > llama_n_ctx_seq(e->ctx))
@@ -1466,6 +1517,14 @@ static void *scheduler_main(void *arg)
         }
 
         pthread_mutex_lock(&e->mu);
+        if (!atomic_load(&e->stopping) && e->queue == NULL && e->jobs == NULL &&
+            atomic_load(&e->n_active) == 0) {
+            /* Going to sleep: hand back the OpenMP workers first (not under the lock: it
+             * joins them). */
+            pthread_mutex_unlock(&e->mu);
+            release_compute_team();
+            pthread_mutex_lock(&e->mu);
+        }
         while (!atomic_load(&e->stopping) && e->queue == NULL && e->jobs == NULL &&
                atomic_load(&e->n_active) == 0)
             pthread_cond_wait(&e->cond, &e->mu);
