@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -247,6 +248,9 @@ struct daemon {
     struct dc_infer_server *infer; /* /democritus/infer/1.0.0; NULL without a registry */
     struct dc_peerview *peers;     /* peer snapshot and dials for the API threads */
     struct dc_remote *remote;      /* chats forwarded to peers (model "<PeerId>") */
+    pthread_t hasher;              /* sha256 of the models, off the start-up path */
+    bool hasher_started;
+    atomic_bool hasher_stop;
 };
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -538,6 +542,17 @@ static int peers_connect(void *ud, const char *ma, uint32_t timeout_ms, char *pe
                                errlen);
 }
 
+/* The hasher thread: sha256 of every model the cache does not know yet (slow for big files). */
+static void *hash_models(void *arg)
+{
+    struct daemon *d = arg;
+    int rc = dc_registry_hash_missing(d->reg, &d->hasher_stop);
+
+    if (rc < 0 && rc != DC_ECANCELED)
+        dc_log_warn(LOG, "hashing the models stopped: %s", dc_strerror(rc));
+    return NULL;
+}
+
 /* True when 'dir' holds at least one *.gguf file (a missing folder holds none). */
 static bool dir_has_gguf(const char *dir)
 {
@@ -596,12 +611,16 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
         rcfg.engine.n_parallel = (uint32_t)cfg->parallel;
         rcfg.engine.n_threads = (int)cfg->threads;
         rcfg.engine.n_gpu_layers = -1;
+        rcfg.no_hash = true; /* hashed by the hasher thread below, so start-up never waits */
         rc = dc_registry_open(&rcfg, &d->reg);
         dc_free(cache);
         if (rc < 0) {
             dc_log_error(LOG, "cannot open the model registry (models_dir %s): %s",
                          cfg->models_dir ? cfg->models_dir : "-", dc_strerror(rc));
             d->reg = NULL;
+        } else {
+            atomic_init(&d->hasher_stop, false);
+            d->hasher_started = pthread_create(&d->hasher, NULL, hash_models, d) == 0;
         }
     }
     ac.bind = cfg->bind;
@@ -939,6 +958,10 @@ out_host:
     dc_ws_free(d.ws);
     dc_api_free(d.api);
     dc_infer_server_free(d.infer); /* before the registry: it releases the engines it holds */
+    if (d.hasher_started) {
+        atomic_store(&d.hasher_stop, true); /* it gives up within one 1 MiB read */
+        pthread_join(d.hasher, NULL);
+    }
     dc_registry_close(d.reg);
     dc_dht_free(d.dht);
     dc_host_free(d.host);

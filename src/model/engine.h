@@ -19,6 +19,7 @@
 #ifndef DC_ENGINE_H
 #define DC_ENGINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -347,6 +348,15 @@ void dc_registry_close(struct dc_registry *r);
  * 0, DC_ENOMEM, or -errno when models_dir cannot be read. A cache that cannot be written is
  * not an error (it only costs a rehash next time). */
 DC_MUST_CHECK int dc_registry_scan(struct dc_registry *r);
+
+/*
+ * Computes the sha256 of every listed model that has none yet (a registry opened with no_hash,
+ * so that start-up never waits on hashing gigabytes), one file at a time without holding the
+ * registry's lock, and records each in the cache file. Meant for a thread of its own; checks
+ * '*stop' (may be NULL) between 1 MiB reads. Returns 0 when nothing is left to hash,
+ * DC_ECANCELED once '*stop' is set, or DC_ENOMEM. An unreadable file is skipped for good.
+ */
+DC_MUST_CHECK int dc_registry_hash_missing(struct dc_registry *r, const atomic_bool *stop);
 
 /* A snapshot of the entries, default first, then by id: heap array '*out' of '*n' (free with
  * dc_model_entries_free). */

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,12 @@
 struct reg_model {
     struct dc_model_entry e; /* owned strings; e.loaded and e.refs are filled in by list */
     uint64_t mtime_ns;
-    uint64_t cost; /* bytes it takes loaded: file size until a load tells better */
-    bool corrupt;  /* e.error is the validator's */
-    bool rejected; /* e.error is llama.cpp's (probe) */
-    bool probed;   /* llama.cpp loaded it once (probe child or in-process) */
-    bool loading;  /* an acquire is loading it without the lock */
+    uint64_t cost;   /* bytes it takes loaded: file size until a load tells better */
+    bool corrupt;    /* e.error is the validator's */
+    bool rejected;   /* e.error is llama.cpp's (probe) */
+    bool probed;     /* llama.cpp loaded it once (probe child or in-process) */
+    bool loading;    /* an acquire is loading it without the lock */
+    bool unhashable; /* dc_registry_hash_missing could not read it: don't retry */
     struct dc_engine *engine;
     uint64_t last_used; /* registry tick of the last acquire or release */
 };
@@ -69,6 +71,11 @@ struct dc_registry {
 /* ---- helpers ---- */
 
 int dc_sha256_file(const char *path, char hex[65])
+{
+    return dc_sha256_file_until(path, hex, NULL);
+}
+
+int dc_sha256_file_until(const char *path, char hex[65], const atomic_bool *stop)
 {
     crypto_hash_sha256_state st;
     unsigned char digest[crypto_hash_sha256_BYTES];
@@ -96,6 +103,10 @@ int dc_sha256_file(const char *path, char hex[65])
         }
         if (got == 0)
             break;
+        if (stop != NULL && atomic_load(stop)) {
+            rc = DC_ECANCELED;
+            break;
+        }
         crypto_hash_sha256_update(&st, buf, (unsigned long long)got);
     }
     dc_free(buf);
@@ -568,6 +579,52 @@ out_unlock_scan:
 }
 
 /* ---- open / close / list ---- */
+
+int dc_registry_hash_missing(struct dc_registry *r, const atomic_bool *stop)
+{
+    for (;;) {
+        char *path = NULL, hex[65];
+        uint64_t size = 0, mtime_ns = 0;
+        struct reg_model *m;
+        int rc;
+
+        /* One file at a time, unlocked while hashing: a scan may replace the entries meanwhile,
+         * so the result is only kept for an entry that still describes the same file. */
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < r->n_models && path == NULL; i++) {
+            m = r->models[i];
+            if (m->corrupt || m->unhashable || m->e.sha256[0] != '\0')
+                continue;
+            path = dc_strdup(m->e.path);
+            size = m->e.size_bytes;
+            mtime_ns = m->mtime_ns;
+            if (path == NULL) {
+                pthread_mutex_unlock(&r->mu);
+                return DC_ENOMEM;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (path == NULL)
+            return 0;
+        rc = dc_sha256_file_until(path, hex, stop);
+        pthread_mutex_lock(&r->mu);
+        m = find_path(r->models, r->n_models, path);
+        if (m != NULL && m->e.size_bytes == size && m->mtime_ns == mtime_ns) {
+            if (rc == 0) {
+                memcpy(m->e.sha256, hex, sizeof(m->e.sha256));
+                cache_store(r, m);
+                cache_save(r);
+            } else if (rc != DC_ECANCELED) {
+                m->unhashable = true;
+            }
+        }
+        r->hash_count += rc == 0;
+        pthread_mutex_unlock(&r->mu);
+        dc_free(path);
+        if (rc == DC_ENOMEM || rc == DC_ECANCELED)
+            return rc;
+    }
+}
 
 int dc_registry_open(const struct dc_registry_config *cfg, struct dc_registry **out)
 {

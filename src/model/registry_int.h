@@ -8,6 +8,8 @@
 #ifndef DC_REGISTRY_INT_H
 #define DC_REGISTRY_INT_H
 
+#include <stdatomic.h>
+
 #include "model/engine.h"
 
 /*
@@ -36,6 +38,9 @@ void dc_prober_stop(struct dc_prober *p);
 
 /* The sha256 of a file's contents, streamed, as 64 hex digits + NUL. Returns 0 or -errno. */
 DC_MUST_CHECK int dc_sha256_file(const char *path, char hex[65]);
+/* Same, but gives up with DC_ECANCELED between two 1 MiB reads once '*stop' is set (NULL: never).
+ */
+DC_MUST_CHECK int dc_sha256_file_until(const char *path, char hex[65], const atomic_bool *stop);
 
 /* Files hashed and probe children forked since the registry opened (tests). Thread-safe. */
 uint64_t dc_registry_hash_count(struct dc_registry *r);

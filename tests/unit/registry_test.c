@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,6 +328,59 @@ static void test_sha256(void **state)
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_int_equal(dc_sha256_file("/nonexistent/x", hex), DC_ENOENT);
     dc_free(empty);
+}
+
+/* no_hash + dc_registry_hash_missing: the daemon's way (hashes off the start-up path), cached
+ * like a scan's, and cancellable. */
+static void test_hash_missing(void **state)
+{
+    char *dir = models_dir("hashlater"), *a = in_dir(dir, "a.gguf"), *b = in_dir(dir, "b.gguf");
+    char *cache = tmp_path("hashlater.json"), ref[65];
+    struct dc_registry_config cfg = base_cfg;
+    struct dc_registry *r;
+    struct dc_model_entry *v;
+    atomic_bool stop;
+    size_t n;
+
+    (void)state;
+    copy_file(tiny_a, a);
+    copy_file(tiny_b, b);
+    cfg.models_dir = dir;
+    cfg.cache_path = cache;
+    cfg.no_hash = true;
+    assert_int_equal(dc_registry_open(&cfg, &r), 0);
+    assert_int_equal(dc_registry_hash_count(r), 0);
+    assert_int_equal(dc_registry_list(r, &v, &n), 0);
+    assert_string_equal(find_entry(v, n, "b")->sha256, "");
+    dc_model_entries_free(v, n);
+
+    /* Already told to stop: gives up before hashing anything. */
+    atomic_init(&stop, true);
+    assert_int_equal(dc_registry_hash_missing(r, &stop), DC_ECANCELED);
+    assert_int_equal(dc_registry_hash_count(r), 0);
+
+    atomic_store(&stop, false);
+    assert_int_equal(dc_registry_hash_missing(r, &stop), 0);
+    assert_int_equal(dc_registry_hash_count(r), 2);
+    assert_int_equal(dc_registry_list(r, &v, &n), 0);
+    sha256_oneshot(b, ref);
+    assert_string_equal(find_entry(v, n, "b")->sha256, ref);
+    dc_model_entries_free(v, n);
+    /* Nothing left: a second call hashes nothing. */
+    assert_int_equal(dc_registry_hash_missing(r, NULL), 0);
+    assert_int_equal(dc_registry_hash_count(r), 2);
+    dc_registry_close(r);
+
+    /* The hashes reached the cache file. */
+    assert_int_equal(dc_registry_open(&cfg, &r), 0);
+    assert_int_equal(dc_registry_list(r, &v, &n), 0);
+    assert_string_equal(find_entry(v, n, "b")->sha256, ref);
+    dc_model_entries_free(v, n);
+    dc_registry_close(r);
+    dc_free(dir);
+    dc_free(a);
+    dc_free(b);
+    dc_free(cache);
 }
 
 /*
@@ -734,6 +788,7 @@ int main(void)
         cmocka_unit_test(test_cache),          cmocka_unit_test(test_probe),
         cmocka_unit_test(test_probe_registry), cmocka_unit_test(test_acquire),
         cmocka_unit_test(test_concurrent),     cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_hash_missing),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
