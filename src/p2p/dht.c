@@ -20,13 +20,18 @@
  */
 #include "p2p/dht.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <sodium.h>
 #include <sqlite3.h>
 
 #include "base/multibase.h"
 #include "base/varint.h"
-#include <string.h>
-#include <sys/time.h>
 
 #define DEFAULT_REQUEST_TIMEOUT 10000u
 #define DEFAULT_REFRESH         (10u * 60u * 1000u)
@@ -157,8 +162,18 @@ static int db_exec(struct dc_dht *dht, const char *sql)
 static int db_open(struct dc_dht *dht, const char *path)
 {
     sqlite3_stmt *st = NULL;
-    int rc;
+    int fd, rc;
 
+    /* Created here rather than by SQLite so the mode is 0600 whatever the umask (everything in
+     * state_dir is); SQLite gives its -wal and -shm files the database file's mode. */
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(dht->err, sizeof(dht->err), "%s: %s", path, strerror(-rc));
+        return rc;
+    }
+    (void)fchmod(fd, 0600);
+    close(fd);
     if (sqlite3_open_v2(path, &dht->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         snprintf(dht->err, sizeof(dht->err), "%s: %s", path,

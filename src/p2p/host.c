@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * host.c - the libp2p host on libuv: listeners, dials, the connection upgrade, streams, ping,
- * identify and the in-memory peerstore.
+ * identify (and identify push) and the in-memory peerstore.
  *
  * A connection moves through states: CONNECTING (outbound TCP connect) -> MSS_SEC
  * (multistream-select for "/noise", in clear or under pnet) -> NOISE (the handshake) ->
@@ -15,6 +15,12 @@
  * freed underneath them: a failed connection or a finished stream is only marked, and the
  * marking is acted on when the outermost entry point leaves the connection (conn_leave), at
  * which point no frame of ours refers to it any more.
+ *
+ * Peerstore: a list of peers bounded by max_peers (a new peer evicts the least recently seen
+ * one not connected), DC_PEER_MAX_ADDRS addresses each (a new one replaces the least recently
+ * seen) and an address TTL applied on the save timer. Changes only mark a peer dirty; the
+ * save timer (every peer_save_ms) and dc_host_free() write the dirty ones to peerstore.c's
+ * database in one transaction, so no packet ever waits on SQLite.
  *
  * Memory: a connection's handles (TCP and timer) are closed with uv_close and the struct is
  * freed by the last close callback; the host itself is freed when its last handle closed
@@ -31,6 +37,7 @@
 #include "base/varint.h"
 #include "libp2p/identify.pb-c.h"
 #include "p2p/noise.h"
+#include "p2p/peerstore.h"
 
 #define DEFAULT_MAX_CONNS         256
 #define DEFAULT_MAX_INBOUND_HS    64
@@ -48,7 +55,10 @@
 #define BACKOFF_MAX_MS  (5u * 60u * 1000u)
 #define READ_CHUNK      (64u * 1024u)
 /* Most plaintext sealed into one socket write. */
-#define WRITE_CHUNK (120u * 1024u)
+#define WRITE_CHUNK          (120u * 1024u)
+#define DEFAULT_PEER_SAVE_MS 30000u
+/* Delay that coalesces the changes (handlers, listeners) an identify push announces. */
+#define PUSH_DELAY_MS 50u
 
 enum conn_state { ST_CONNECTING, ST_MSS_SEC, ST_NOISE, ST_MSS_MUX, ST_MUX };
 
@@ -59,10 +69,12 @@ struct handler {
 };
 
 struct peer {
-    struct dc_peer_info info;
+    struct dc_peer_info info; /* first: dc_host_peers() hands out &info and maps it back */
+    uint64_t heard_ms;        /* newest addr_seen_ms: when we last heard of the peer at all */
     /* Dial backoff: consecutive failed dials to this PeerId, and when the next may start. */
     uint32_t dial_failures;
     uint64_t backoff_until_ms;
+    bool dirty; /* changed since the last save */
     struct peer *next;
 };
 
@@ -142,13 +154,21 @@ struct dc_host {
     size_t n_conns; /* in the list (not yet closing) */
     uint32_t inbound_hs;
     struct peer *peers;
+    size_t n_peers;
+    uint32_t max_peers, save_ms;
+    uint64_t addr_ttl_ms;
+    struct dc_peerstore *ps; /* NULL: memory only */
+    char ps_err[512];
     struct dial *completed;
-    uv_timer_t tick; /* delivers completed dials from the loop */
+    uv_timer_t tick;       /* delivers completed dials from the loop */
+    uv_timer_t save_timer; /* peerstore expiry and batched saves */
+    uv_timer_t push_timer; /* identify push after our protocols or addresses changed */
+    bool timers_ready;
     int handles;
     bool closing;
 };
 
-static const struct dc_host_stream_cb ping_server_cb, identify_server_cb;
+static const struct dc_host_stream_cb ping_server_cb, identify_server_cb, push_server_cb;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -166,18 +186,29 @@ static uint64_t yamux_now_us(void *ud)
     return uv_hrtime() / 1000u;
 }
 
-static void host_maybe_free(struct dc_host *h)
+static void peer_free(struct peer *p)
+{
+    dc_peer_info_cleanup(&p->info);
+    dc_free(p);
+}
+
+static void peers_free_all(struct dc_host *h)
 {
     struct peer *p, *next;
 
-    if (!h->closing || h->handles > 0)
-        return;
     for (p = h->peers; p != NULL; p = next) {
         next = p->next;
-        for (size_t i = 0; i < p->info.n_protocols; i++)
-            dc_free(p->info.protocols[i]);
-        dc_free(p);
+        peer_free(p);
     }
+    h->peers = NULL;
+    h->n_peers = 0;
+}
+
+static void host_maybe_free(struct dc_host *h)
+{
+    if (!h->closing || h->handles > 0)
+        return;
+    peers_free_all(h);
     for (size_t i = 0; i < h->n_handlers; i++)
         dc_free(h->handlers[i].protocol);
     sodium_memzero(h->psk, sizeof(h->psk));
@@ -242,28 +273,216 @@ static struct peer *peer_find(const struct dc_host *h, const struct dc_peer_id *
     return NULL;
 }
 
+/* When we last heard of the peer: seen ourselves, or one of its addresses learned. */
+static uint64_t peer_recency(const struct dc_peer_info *info)
+{
+    const struct peer *p = (const struct peer *)info;
+
+    return info->last_seen_ms > p->heard_ms ? info->last_seen_ms : p->heard_ms;
+}
+
+/* Drops the least recently heard-of peer that is not connected (ties: the oldest entry, which
+ * is the last in the list). Returns false when every peer is connected. */
+static bool peer_evict(struct dc_host *h)
+{
+    struct peer **victim = NULL;
+
+    for (struct peer **pp = &h->peers; *pp != NULL; pp = &(*pp)->next)
+        if (!(*pp)->info.connected &&
+            (victim == NULL || peer_recency(&(*pp)->info) <= peer_recency(&(*victim)->info)))
+            victim = pp;
+    if (victim == NULL)
+        return false;
+    {
+        struct peer *p = *victim;
+        *victim = p->next;
+        peer_free(p);
+        h->n_peers--;
+    }
+    return true;
+}
+
 static struct peer *peer_get(struct dc_host *h, const struct dc_peer_id *id)
 {
     struct peer *p = peer_find(h, id);
 
     if (p != NULL)
         return p;
+    if (h->n_peers >= h->max_peers && !peer_evict(h))
+        return NULL;
     p = dc_calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     p->info.id = *id;
+    p->dirty = true;
     p->next = h->peers;
     h->peers = p;
+    h->n_peers++;
     return p;
 }
 
-static void peer_add_addr(struct peer *p, const struct dc_multiaddr *ma)
+/* Adds or refreshes an address; when the peer has DC_PEER_MAX_ADDRS already, the one seen
+ * least recently gives way. */
+static void peer_add_addr(struct peer *p, const struct dc_multiaddr *ma, enum dc_addr_source src)
 {
-    for (size_t i = 0; i < p->info.n_addrs; i++)
-        if (dc_multiaddr_equal(&p->info.addrs[i], ma))
+    struct dc_peer_info *in = &p->info;
+    uint64_t now = now_ms();
+    size_t k;
+
+    p->dirty = true;
+    p->heard_ms = now;
+    for (k = 0; k < in->n_addrs; k++) {
+        if (dc_multiaddr_equal(&in->addrs[k], ma)) {
+            in->addr_seen_ms[k] = now;
+            /* What the peer says or a working dial outranks hearsay. */
+            if (in->addr_source[k] == DC_ADDR_SOURCE_DHT || src != DC_ADDR_SOURCE_DHT)
+                in->addr_source[k] = (uint8_t)src;
             return;
-    if (p->info.n_addrs < DC_PEER_MAX_ADDRS)
-        p->info.addrs[p->info.n_addrs++] = *ma;
+        }
+    }
+    if (in->n_addrs < DC_PEER_MAX_ADDRS) {
+        k = in->n_addrs++;
+    } else {
+        k = 0;
+        for (size_t i = 1; i < in->n_addrs; i++)
+            if (in->addr_seen_ms[i] < in->addr_seen_ms[k])
+                k = i;
+    }
+    in->addrs[k] = *ma;
+    in->addr_source[k] = (uint8_t)src;
+    in->addr_seen_ms[k] = now;
+}
+
+/* Drops addresses not seen within the TTL (a connected peer keeps its own), and peers left
+ * with nothing worth keeping. */
+static void peers_expire(struct dc_host *h, uint64_t now)
+{
+    uint64_t min = now > h->addr_ttl_ms ? now - h->addr_ttl_ms : 0;
+    struct peer **pp = &h->peers;
+
+    while (*pp != NULL) {
+        struct peer *p = *pp;
+        struct dc_peer_info *in = &p->info;
+
+        if (in->connected) {
+            in->last_seen_ms = now;
+            p->dirty = true; /* once per save interval, so the stored last-seen stays true */
+            pp = &p->next;
+            continue;
+        }
+        for (size_t k = 0; k < in->n_addrs;) {
+            if (in->addr_seen_ms[k] >= min) {
+                k++;
+                continue;
+            }
+            in->n_addrs--;
+            in->addrs[k] = in->addrs[in->n_addrs];
+            in->addr_source[k] = in->addr_source[in->n_addrs];
+            in->addr_seen_ms[k] = in->addr_seen_ms[in->n_addrs];
+            p->dirty = true;
+        }
+        if (in->n_addrs == 0 && in->last_seen_ms < min && p->backoff_until_ms < now) {
+            *pp = p->next;
+            peer_free(p);
+            h->n_peers--;
+            continue;
+        }
+        pp = &p->next;
+    }
+}
+
+/* Writes the dirty peers in one transaction. */
+static int peers_save(struct dc_host *h)
+{
+    const struct dc_peer_info **batch;
+    size_t n = 0;
+    int rc;
+
+    if (h->ps == NULL) {
+        for (struct peer *p = h->peers; p != NULL; p = p->next)
+            p->dirty = false;
+        return 0;
+    }
+    batch = dc_malloc((h->n_peers + 1) * sizeof(*batch));
+    if (batch == NULL)
+        return DC_ENOMEM; /* stays dirty: the next save tries again */
+    for (struct peer *p = h->peers; p != NULL; p = p->next)
+        if (p->dirty)
+            batch[n++] = &p->info;
+    rc = dc_peerstore_save(h->ps, batch, n, now_ms(), h->addr_ttl_ms, h->max_peers, h->ps_err,
+                           sizeof(h->ps_err));
+    dc_free(batch);
+    if (rc < 0)
+        return rc;
+    for (struct peer *p = h->peers; p != NULL; p = p->next)
+        p->dirty = false;
+    return 0;
+}
+
+static void on_save_timer(uv_timer_t *t)
+{
+    struct dc_host *h = t->data;
+
+    if (h->closing)
+        return;
+    peers_expire(h, now_ms());
+    (void)peers_save(h);
+}
+
+/* A peer from the database joins the list (it takes the protocol strings). */
+static int peer_load_cb(void *ud, struct dc_peer_info *info)
+{
+    struct dc_host *h = ud;
+    struct peer *p, **tail;
+
+    if (dc_peer_id_equal(&info->id, dc_identity_peer_id(h->id)) || peer_find(h, &info->id) ||
+        h->n_peers >= h->max_peers) {
+        dc_peer_info_cleanup(info);
+        return 0;
+    }
+    p = dc_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        dc_peer_info_cleanup(info);
+        return DC_ENOMEM;
+    }
+    p->info = *info;
+    for (size_t i = 0; i < info->n_addrs; i++)
+        if (info->addr_seen_ms[i] > p->heard_ms)
+            p->heard_ms = info->addr_seen_ms[i];
+    p->info.connected = false;
+    p->info.identified = false;
+    /* Appended: the list stays most recent first, as loaded. */
+    for (tail = &h->peers; *tail != NULL; tail = &(*tail)->next)
+        ;
+    *tail = p;
+    h->n_peers++;
+    return 0;
+}
+
+/* Opens state_dir/peers.sqlite and loads it. Only DC_ENOMEM fails the host; any other
+ * problem leaves the host in memory-only mode with ps_err saying why. */
+static int peers_open(struct dc_host *h, const char *state_dir)
+{
+    char *path = dc_asprintf("%s/peers.sqlite", state_dir);
+    int rc;
+
+    if (path == NULL)
+        return DC_ENOMEM;
+    rc = dc_peerstore_open(path, &h->ps, h->ps_err, sizeof(h->ps_err));
+    dc_free(path);
+    if (rc == 0)
+        rc = dc_peerstore_load(h->ps, now_ms(), h->addr_ttl_ms, h->max_peers, peer_load_cb, h,
+                               h->ps_err, sizeof(h->ps_err));
+    if (rc == 0)
+        return 0;
+    dc_peerstore_close(h->ps);
+    h->ps = NULL;
+    if (rc == DC_ENOMEM) {
+        peers_free_all(h);
+        return rc;
+    }
+    /* Keep what loaded before the error; run from memory. */
+    return 0;
 }
 
 /* A dial to 'id' failed: back off from it (a dead peer is not dialed again at once by every
@@ -970,6 +1189,9 @@ static void conn_close(struct conn *c, int err)
         if (p != NULL) {
             p->info.connected = false;
             p->info.last_seen_ms = now_ms();
+            p->dirty = true;
+            if (c->outbound && c->remote.len > 0)
+                peer_add_addr(p, &c->remote, DC_ADDR_SOURCE_DIALED);
         }
         if (!h->closing && h->ev.on_disconnected != NULL)
             h->ev.on_disconnected(h->ud, &c->peer, err);
@@ -1057,8 +1279,9 @@ static void on_established(struct conn *c)
         p->backoff_until_ms = 0;
         p->info.connected = true;
         p->info.last_seen_ms = now_ms();
+        p->dirty = true;
         if (c->outbound && c->remote.len > 0)
-            peer_add_addr(p, &c->remote);
+            peer_add_addr(p, &c->remote, DC_ADDR_SOURCE_DIALED);
     }
     if (c->dial != NULL) {
         dial_complete(c->dial, 0, &c->peer);
@@ -1093,6 +1316,7 @@ static void ping_finish(struct ping *pg, struct dc_host_stream *s, int status, u
         if (p != NULL) {
             p->info.rtt_us = rtt;
             p->info.last_seen_ms = now_ms();
+            p->dirty = true;
         }
     }
     if (pg->cb != NULL)
@@ -1256,6 +1480,7 @@ struct ident {
     struct dc_host *h;
     struct dc_buf buf;
     bool stored;
+    bool push; /* an inbound /ipfs/id/push/1.0.0 stream: fields it leaves out stay */
 };
 
 void dc_peer_info_cleanup(struct dc_peer_info *info)
@@ -1339,15 +1564,24 @@ static void identify_store(struct ident *id, struct dc_host_stream *s)
         dc_peer_info_cleanup(&info);
         return;
     }
-    memcpy(p->info.agent, info.agent, sizeof(info.agent));
-    memcpy(p->info.protocol_version, info.protocol_version, sizeof(info.protocol_version));
-    dc_peer_info_cleanup(&p->info);
-    memcpy(p->info.protocols, info.protocols, info.n_protocols * sizeof(info.protocols[0]));
-    p->info.n_protocols = info.n_protocols; /* the strings move over */
+    /* A push may carry only what changed: an empty field there means "unchanged". */
+    if (!id->push || info.agent[0] != '\0')
+        memcpy(p->info.agent, info.agent, sizeof(info.agent));
+    if (!id->push || info.protocol_version[0] != '\0')
+        memcpy(p->info.protocol_version, info.protocol_version, sizeof(info.protocol_version));
+    if (!id->push || info.n_protocols > 0) {
+        dc_peer_info_cleanup(&p->info);
+        memcpy(p->info.protocols, info.protocols, info.n_protocols * sizeof(info.protocols[0]));
+        p->info.n_protocols = info.n_protocols; /* the strings move over */
+    } else {
+        dc_peer_info_cleanup(&info);
+    }
     for (size_t i = 0; i < info.n_addrs; i++)
-        peer_add_addr(p, &info.addrs[i]);
-    p->info.observed = info.observed;
+        peer_add_addr(p, &info.addrs[i], DC_ADDR_SOURCE_IDENTIFY);
+    if (!id->push || info.observed.len > 0)
+        p->info.observed = info.observed;
     p->info.identified = true;
+    p->dirty = true;
     p->info.last_seen_ms = now_ms();
     if (!h->closing && h->ev.on_identified != NULL)
         h->ev.on_identified(h->ud, &p->info);
@@ -1385,6 +1619,71 @@ static void ident_close(void *ud, struct dc_host_stream *s, int err)
 
 static const struct dc_host_stream_cb identify_client_cb = {
     .on_data = ident_data, .on_fin = ident_fin, .on_close = ident_close};
+
+/* Identify push, receiving side: the peer opens /ipfs/id/push/1.0.0, writes one Identify
+ * message and closes; it is read and stored like an identify answer. */
+static void push_server_open(void *ud, struct dc_host_stream *s)
+{
+    struct ident *id = dc_calloc(1, sizeof(*id));
+
+    if (id == NULL) {
+        dc_host_stream_reset(s);
+        return;
+    }
+    id->h = ud;
+    id->push = true;
+    dc_buf_init(&id->buf, IDENTIFY_MAX);
+    dc_host_stream_set_user(s, id);
+}
+
+static const struct dc_host_stream_cb push_server_cb = {.on_open = push_server_open,
+                                                        .on_data = ident_data,
+                                                        .on_fin = ident_fin,
+                                                        .on_close = ident_close};
+
+/* Sending side: the same message the identify server writes, on a stream we open. */
+static const struct dc_host_stream_cb push_client_cb = {.on_open = identify_server_open};
+
+static bool info_has_protocol(const struct dc_peer_info *info, const char *proto)
+{
+    for (size_t i = 0; i < info->n_protocols; i++)
+        if (strcmp(info->protocols[i], proto) == 0)
+            return true;
+    return false;
+}
+
+/* Pushes our identify to every connected peer that takes pushes. The PeerIds are collected
+ * first: opening a stream may close a failed connection and change the list. */
+static void on_push_timer(uv_timer_t *t)
+{
+    const char *protos[1] = {DC_IDENTIFY_PUSH_PROTOCOL_ID};
+    struct dc_host *h = t->data;
+    struct dc_peer_id *ids;
+    size_t n = 0;
+
+    if (h->closing || h->n_conns == 0)
+        return;
+    ids = dc_malloc(h->n_conns * sizeof(*ids));
+    if (ids == NULL)
+        return;
+    for (struct conn *c = h->conns; c != NULL && n < h->n_conns; c = c->next) {
+        const struct peer *p = c->established && !c->failed ? peer_find(h, &c->peer) : NULL;
+        if (p != NULL && info_has_protocol(&p->info, DC_IDENTIFY_PUSH_PROTOCOL_ID))
+            ids[n++] = c->peer;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct dc_host_stream *s;
+        (void)dc_host_new_stream(h, &ids[i], protos, 1, &push_client_cb, h, &s);
+    }
+    dc_free(ids);
+}
+
+/* Our protocols or addresses changed: push soon (changes in a burst make one push). */
+static void push_schedule(struct dc_host *h)
+{
+    if (h->timers_ready && !h->closing && h->n_conns > 0)
+        uv_timer_start(&h->push_timer, on_push_timer, PUSH_DELAY_MS, 0);
+}
 
 static void identify_start(struct conn *c)
 {
@@ -1662,6 +1961,7 @@ int dc_host_listen(struct dc_host *h, const struct dc_multiaddr *ma)
     else
         l->unspecified = IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr);
     h->listeners[h->n_listeners++] = l;
+    push_schedule(h);
     return 0;
 }
 
@@ -1841,6 +2141,7 @@ int dc_host_set_handler(struct dc_host *h, const char *protocol, const struct dc
     if (dup == NULL)
         return DC_ENOMEM;
     h->handlers[h->n_handlers++] = (struct handler){dup, cb, ud};
+    push_schedule(h);
     return 0;
 }
 
@@ -1873,19 +2174,36 @@ int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out)
     h->max_streams = cfg->max_streams ? cfg->max_streams : DEFAULT_MAX_STREAMS;
     h->ev = cfg->ev;
     h->ud = cfg->ud;
+    h->max_peers = cfg->max_peers ? cfg->max_peers : DC_HOST_DEFAULT_MAX_PEERS;
+    h->addr_ttl_ms = cfg->addr_ttl_ms ? cfg->addr_ttl_ms : DC_HOST_ADDR_TTL_MS;
+    h->save_ms = cfg->peer_save_ms ? cfg->peer_save_ms : DEFAULT_PEER_SAVE_MS;
     rc = dc_host_set_handler(h, DC_IDENTIFY_PROTOCOL_ID, &identify_server_cb, h);
+    if (rc == 0)
+        rc = dc_host_set_handler(h, DC_IDENTIFY_PUSH_PROTOCOL_ID, &push_server_cb, h);
     if (rc == 0)
         rc = dc_host_set_handler(h, DC_PING_PROTOCOL_ID, &ping_server_cb, h);
     if (rc < 0)
         goto err_free;
+    if (cfg->state_dir != NULL) {
+        rc = peers_open(h, cfg->state_dir);
+        if (rc < 0)
+            goto err_free;
+    }
     uv_timer_init(h->loop, &h->tick);
-    h->tick.data = h;
-    h->handles = 1;
+    uv_timer_init(h->loop, &h->save_timer);
+    uv_timer_init(h->loop, &h->push_timer);
+    h->tick.data = h->save_timer.data = h->push_timer.data = h;
+    h->handles = 3;
+    h->timers_ready = true;
+    /* Maintenance alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&h->save_timer);
+    uv_timer_start(&h->save_timer, on_save_timer, h->save_ms, h->save_ms);
     /* on_tick is given at each start (uv_timer_start needs the callback). */
     *out = h;
     return 0;
 
 err_free:
+    peers_free_all(h);
     for (size_t i = 0; i < h->n_handlers; i++)
         dc_free(h->handlers[i].protocol);
     dc_free(h->agent);
@@ -1920,7 +2238,13 @@ void dc_host_free(struct dc_host *h)
     for (size_t i = 0; i < h->n_listeners; i++)
         uv_close((uv_handle_t *)&h->listeners[i]->tcp, on_listener_closed);
     h->n_listeners = 0;
+    /* Every connection is down now: the last save records them as last seen now. */
+    (void)peers_save(h);
+    dc_peerstore_close(h->ps);
+    h->ps = NULL;
     uv_close((uv_handle_t *)&h->tick, on_tick_closed);
+    uv_close((uv_handle_t *)&h->save_timer, on_tick_closed);
+    uv_close((uv_handle_t *)&h->push_timer, on_tick_closed);
 }
 
 const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h, const struct dc_peer_id *peer)
@@ -1939,14 +2263,54 @@ int dc_host_add_peer_addrs(struct dc_host *h, const struct dc_peer_id *peer,
         return DC_EINVAL;
     p = peer_get(h, peer);
     if (p == NULL)
-        return DC_ENOMEM;
+        return peer_find(h, peer) == NULL && h->n_peers >= h->max_peers ? DC_ELIMIT : DC_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         struct dc_multiaddr ma = addrs[i];
         (void)dc_multiaddr_strip_p2p(&ma);
         if (ma.len > 0)
-            peer_add_addr(p, &ma);
+            peer_add_addr(p, &ma, DC_ADDR_SOURCE_DHT);
     }
     return 0;
+}
+
+size_t dc_host_peers(const struct dc_host *h, const struct dc_peer_info **out, size_t cap)
+{
+    size_t n = 0, kept = 0;
+
+    /* Insertion into out[0..kept), most recent first: O(peers * cap), cap is small. */
+    for (const struct peer *p = h->peers; p != NULL; p = p->next, n++) {
+        uint64_t r = peer_recency(&p->info);
+        size_t k = kept;
+
+        if (cap == 0)
+            continue;
+        if (kept == cap && r <= peer_recency(out[cap - 1]))
+            continue;
+        if (kept < cap)
+            kept++;
+        k = kept - 1;
+        while (k > 0 && peer_recency(out[k - 1]) < r) {
+            out[k] = out[k - 1];
+            k--;
+        }
+        out[k] = &p->info;
+    }
+    return n;
+}
+
+size_t dc_host_peer_count(const struct dc_host *h)
+{
+    return h->n_peers;
+}
+
+const char *dc_host_peerstore_error(const struct dc_host *h)
+{
+    return h->ps_err;
+}
+
+int dc_host_peerstore_save(struct dc_host *h)
+{
+    return peers_save(h);
 }
 
 bool dc_host_is_connected(const struct dc_host *h, const struct dc_peer_id *peer)

@@ -3,7 +3,9 @@
  * host.h - the libp2p host: TCP connections on the caller's libuv loop, upgraded through
  * the protocol cores (optional pnet -> multistream-select "/noise" -> Noise XX ->
  * multistream-select "/yamux/1.0.0" -> yamux), streams negotiated per protocol id, the
- * built-in /ipfs/ping/1.0.0 and /ipfs/id/1.0.0 protocols, and an in-memory peerstore.
+ * built-in /ipfs/ping/1.0.0, /ipfs/id/1.0.0 and /ipfs/id/push/1.0.0 protocols, and a bounded
+ * peerstore kept in memory and, with a state directory, in state_dir/peers.sqlite
+ * (peerstore.h).
  *
  * Threading and lifetime: a host and everything it hands out belong to the loop's thread.
  * Callbacks run on that thread from inside the loop, never from inside the call that
@@ -27,14 +29,28 @@
 
 #define DC_PING_PROTOCOL_ID          "/ipfs/ping/1.0.0"
 #define DC_IDENTIFY_PROTOCOL_ID      "/ipfs/id/1.0.0"
+#define DC_IDENTIFY_PUSH_PROTOCOL_ID "/ipfs/id/push/1.0.0"
 #define DC_IDENTIFY_PROTOCOL_VERSION "ipfs/0.1.0"
 #define DC_PING_LEN                  32
-/* Peerstore limits per peer: what a peer says about itself beyond these is dropped. */
-#define DC_PEER_MAX_ADDRS     32
+/* Peerstore limits per peer: what a peer says about itself beyond these is dropped (an
+ * address beyond DC_PEER_MAX_ADDRS replaces the one seen least recently). */
+#define DC_PEER_MAX_ADDRS     16
 #define DC_PEER_MAX_PROTOCOLS 64
 #define DC_PEER_AGENT_MAX     128
 /* Longest protocol id we register or store. */
 #define DC_PROTOCOL_ID_MAX 256
+/* Peerstore bounds: peers kept (the least recently seen one not connected goes first), and
+ * how long an address nobody mentioned is kept. Each peer costs up to ~9 KiB of memory. */
+#define DC_HOST_DEFAULT_MAX_PEERS 4096
+#define DC_HOST_ADDR_TTL_MS       (7ull * 24u * 3600u * 1000u)
+
+/* Where the peerstore learned an address (dc_peer_info.addr_source). */
+enum dc_addr_source {
+    DC_ADDR_SOURCE_UNKNOWN = 0,
+    DC_ADDR_SOURCE_DIALED = 1,   /* we dialed it and the connection came up */
+    DC_ADDR_SOURCE_IDENTIFY = 2, /* the peer listed it in identify (or a push) */
+    DC_ADDR_SOURCE_DHT = 3,      /* a DHT answer, or dc_host_add_peer_addrs() */
+};
 
 struct dc_host;
 struct dc_host_stream;
@@ -50,6 +66,8 @@ struct dc_peer_info {
     size_t n_addrs;
     struct dc_multiaddr addrs[DC_PEER_MAX_ADDRS]; /* listen addresses it reported, plus the one
                                                      we dialed */
+    uint8_t addr_source[DC_PEER_MAX_ADDRS];       /* enum dc_addr_source, per address */
+    uint64_t addr_seen_ms[DC_PEER_MAX_ADDRS];     /* wall clock when last learned or used */
     size_t n_protocols;
     char *protocols[DC_PEER_MAX_PROTOCOLS];
     struct dc_multiaddr observed; /* our address as it saw us (len 0 when unknown) */
@@ -88,13 +106,22 @@ struct dc_host_config {
     uint32_t handshake_timeout_ms;   /* 0: 10 s from accept/connect to the yamux session */
     uint32_t idle_timeout_ms;        /* 0: never; close connections without streams this long */
     uint32_t max_streams;            /* 0: 256 per connection */
+    /* Peerstore. With 'state_dir' (borrowed for the call) peers are loaded from and saved to
+     * state_dir/peers.sqlite; NULL keeps them in memory only. */
+    const char *state_dir;
+    uint32_t max_peers;    /* 0: DC_HOST_DEFAULT_MAX_PEERS */
+    uint64_t addr_ttl_ms;  /* 0: DC_HOST_ADDR_TTL_MS */
+    uint32_t peer_save_ms; /* 0: 30 s between batched saves and expiry passes */
     struct dc_host_events ev;
     void *ud;
 };
 
 /*
- * Creates a host. Registers the ping and identify handlers. Returns 0 with '*out' owning it
- * (release with dc_host_free), DC_EINVAL when loop or identity is missing, or DC_ENOMEM.
+ * Creates a host. Registers the ping, identify and identify-push handlers and, with a state
+ * directory, loads the peerstore. A peerstore database that cannot be opened, created or read
+ * does not fail the host: it keeps peers in memory only and dc_host_peerstore_error() says
+ * why. Returns 0 with '*out' owning it (release with dc_host_free), DC_EINVAL when loop or
+ * identity is missing, or DC_ENOMEM.
  */
 DC_MUST_CHECK int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out);
 
@@ -206,10 +233,12 @@ const struct dc_peer_info *dc_host_peer_info(const struct dc_host *h,
                                              const struct dc_peer_id *peer);
 
 /*
- * Adds addresses[0..n) to the peerstore entry of 'peer' (created when absent), e.g. addresses
- * a DHT lookup learned, so that a later dial by PeerId can use them. Addresses beyond
- * DC_PEER_MAX_ADDRS are dropped; a trailing /p2p/ is stripped. Returns 0, DC_EINVAL for our
- * own id, or DC_ENOMEM.
+ * Adds addresses[0..n) to the peerstore entry of 'peer' (created when absent; source
+ * DC_ADDR_SOURCE_DHT), e.g. addresses a DHT lookup learned, so that a later dial by PeerId can
+ * use them. A known address has its last-seen time refreshed; beyond DC_PEER_MAX_ADDRS the
+ * least recently seen one is replaced; a trailing /p2p/ is stripped. A new peer beyond the
+ * max_peers bound evicts the least recently seen peer that is not connected. Returns 0,
+ * DC_EINVAL for our own id, DC_ELIMIT when every stored peer is connected, or DC_ENOMEM.
  */
 DC_MUST_CHECK int dc_host_add_peer_addrs(struct dc_host *h, const struct dc_peer_id *peer,
                                          const struct dc_multiaddr *addrs, size_t n);
@@ -231,6 +260,26 @@ DC_MUST_CHECK int dc_identify_parse(const uint8_t *p, size_t len, const struct d
 
 /* Frees the protocol strings of a dc_peer_info filled by dc_identify_parse(). */
 void dc_peer_info_cleanup(struct dc_peer_info *info);
+
+/*
+ * Every peerstore entry, most recently seen first: fills out[0..cap) with borrowed pointers
+ * (valid until the next dc_host_* call or callback) and returns how many there are. After a
+ * restart these include the peers loaded from the database (connected false, identified
+ * false, protocols and agent as last stored), e.g. to seed a DHT routing table.
+ */
+size_t dc_host_peers(const struct dc_host *h, const struct dc_peer_info **out, size_t cap);
+
+/* Peers in the peerstore. */
+size_t dc_host_peer_count(const struct dc_host *h);
+
+/* Why the peerstore database is not in use (empty when it is, or when none was asked for),
+ * or the last error saving to it. */
+const char *dc_host_peerstore_error(const struct dc_host *h);
+
+/* Writes the changed peerstore entries to the database now (the host also does so every
+ * peer_save_ms and when freed). Returns 0 (also without a database), DC_ECORRUPT with
+ * dc_host_peerstore_error() saying why, or DC_ENOMEM; unsaved entries are retried later. */
+DC_MUST_CHECK int dc_host_peerstore_save(struct dc_host *h);
 
 /* Peers with a connection up now. */
 size_t dc_host_connected_count(const struct dc_host *h);

@@ -30,7 +30,7 @@ const { createLibp2p } = await import('libp2p');
 const { tcp } = await import('@libp2p/tcp');
 const { noise } = await import('@chainsafe/libp2p-noise');
 const { yamux } = await import('@chainsafe/libp2p-yamux');
-const { identify } = await import('@libp2p/identify');
+const { identify, identifyPush } = await import('@libp2p/identify');
 const { ping } = await import('@libp2p/ping');
 const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht');
 const { preSharedKey } = await import('@libp2p/pnet');
@@ -46,7 +46,7 @@ after(() => { killAll(); removeDir(root); });
 
 // A js-libp2p node on loopback. Our records live under /democritus/: js needs a validator and
 // a selector for that namespace (ours accepts opaque values for now; see src/p2p/dht.c).
-async function jsNode({ psk, protocol = '/democritus/kad/1.0.0' } = {}) {
+async function jsNode({ psk, protocol = '/democritus/kad/1.0.0', push = false } = {}) {
   return createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
@@ -58,6 +58,7 @@ async function jsNode({ psk, protocol = '/democritus/kad/1.0.0' } = {}) {
     connectionManager: { inboundConnectionThreshold: 1000 },
     services: {
       identify: identify(),
+      ...(push ? { identifyPush: identifyPush() } : {}),
       ping: ping(),
       dht: kadDHT({
         protocol,
@@ -126,9 +127,9 @@ async function jsFindProviders(node, cid) {
   return found;
 }
 
-test('js dials ours: ping, identify (protocols, agent) both ways', async () => {
+test('js dials ours: ping, identify (protocols, agent) both ways, identify push', async () => {
   const a = await daemon('a');
-  const js = await jsNode();
+  const js = await jsNode({ push: true });
   try {
     const rtt = await js.services.ping.ping(multiaddr(a.addr));
     assert.ok(rtt >= 0, 'js pinged our daemon');
@@ -139,11 +140,20 @@ test('js dials ours: ping, identify (protocols, agent) both ways', async () => {
     }, 10000, 'identify of ours in js');
     assert.match(dec.decode(info.metadata.get('AgentVersion')), /^democritus\/\d+\.\d+\.\d+/);
     assert.equal(dec.decode(info.metadata.get('ProtocolVersion')), 'ipfs/0.1.0');
-    for (const p of ['/ipfs/id/1.0.0', '/ipfs/ping/1.0.0', '/democritus/kad/1.0.0']) {
+    for (const p of ['/ipfs/id/1.0.0', '/ipfs/id/push/1.0.0', '/ipfs/ping/1.0.0',
+      '/democritus/kad/1.0.0']) {
       assert.ok(info.protocols.includes(p), `js sees ${p} in ${info.protocols}`);
     }
     await waitFor(() => a.stderr().includes(`identified ${js.peerId}: agent "js-libp2p/`), 10000,
       'ours identified js');
+    // js registers a protocol while connected: its identify push reaches ours, which logs the
+    // peer as identified again, with one protocol more.
+    const seen = () => [...a.stderr().matchAll(
+      new RegExp(`identified ${js.peerId}: agent "[^"]*", (\\d+) protocol`, 'g'))].map((m) => +m[1]);
+    const before = seen();
+    await js.handle('/democritus/interop-push/1.0.0', () => {});
+    await waitFor(() => seen().length > before.length && seen().at(-1) > before.at(-1), 10000,
+      'identify push from js stored by ours');
     // js pings again over the connection it has (by PeerId). js allows one outbound ping stream
     // per connection and counts the first until its close has been processed: retry briefly.
     assert.ok(await waitForAsync(async () => (await js.services.ping.ping(pid)) + 1, 5000,

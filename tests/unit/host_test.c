@@ -4,8 +4,9 @@
  * libuv loop over 127.0.0.1 with kernel-chosen ports. Covers connect + identify both ways,
  * ping RTT, a custom protocol echoing 1 MiB, a dial with the wrong expected PeerId (which then
  * is in dial backoff), pnet with the same and with different keys, dial timeout and refusal,
- * simultaneous dials (dedup), idle close, and shutdown with connections and streams open (leaks
- * show up under ASan).
+ * simultaneous dials (dedup), idle close, identify push (a handler registered and a listener
+ * added after the connection reach the peer), and shutdown with connections and streams open
+ * (leaks show up under ASan).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -255,6 +256,7 @@ static void test_connect_identify_ping(void **state)
     assert_string_equal(pi->protocol_version, DC_IDENTIFY_PROTOCOL_VERSION);
     assert_true(has_protocol(pi, DC_PING_PROTOCOL_ID));
     assert_true(has_protocol(pi, DC_IDENTIFY_PROTOCOL_ID));
+    assert_true(has_protocol(pi, DC_IDENTIFY_PUSH_PROTOCOL_ID));
     assert_true(pi->n_addrs >= 1);
     {
         struct dc_multiaddr plain = a_addr;
@@ -562,6 +564,50 @@ static void test_simultaneous_dial(void **state)
     }
 }
 
+static void test_identify_push(void **state)
+{
+    struct dc_multiaddr a_addr, second;
+    const struct dc_peer_info *pi;
+    const struct dc_peer_id *a;
+
+    (void)state;
+    node_start(0, NULL, 0);
+    node_start(1, NULL, 0);
+    node_listen(0, &a_addr);
+    a = dc_host_peer_id(T.n[0].host);
+    connect_nodes(1, 0, &a_addr);
+    assert_true(wait_until(&T.n[1].identified, 1, 5000));
+    assert_true(wait_until(&T.n[0].identified, 1, 5000));
+    assert_false(has_protocol(dc_host_peer_info(T.n[1].host, a), ECHO_PROTO));
+
+    /* A handler and a listener added while connected: one push (coalesced) tells B. */
+    assert_int_equal(dc_host_set_handler(T.n[0].host, ECHO_PROTO, &echo_cb, NULL), 0);
+    assert_int_equal(dc_multiaddr_parse("/ip4/127.0.0.1/tcp/0", &second, NULL), 0);
+    assert_int_equal(dc_host_listen(T.n[0].host, &second), 0);
+    {
+        struct dc_multiaddr addrs[4];
+        assert_int_equal(dc_host_listen_addrs(T.n[0].host, addrs, 4), 2);
+        second = addrs[1];
+    }
+    assert_true(wait_until(&T.n[1].identified, 2, 5000));
+    pi = dc_host_peer_info(T.n[1].host, a);
+    assert_non_null(pi);
+    assert_true(has_protocol(pi, ECHO_PROTO));
+    assert_string_equal(pi->agent, "democritus/test");
+    {
+        bool found = false;
+        for (size_t i = 0; i < pi->n_addrs; i++)
+            if (dc_multiaddr_equal(&pi->addrs[i], &second)) {
+                found = true;
+                assert_int_equal(pi->addr_source[i], DC_ADDR_SOURCE_IDENTIFY);
+            }
+        assert_true(found);
+    }
+    /* Re-registering an existing protocol changes nothing: no push. */
+    assert_int_equal(dc_host_set_handler(T.n[0].host, ECHO_PROTO, &echo_cb, NULL), 0);
+    assert_false(wait_until(&T.n[1].identified, 3, 300));
+}
+
 static void test_idle_close(void **state)
 {
     struct dc_multiaddr a_addr;
@@ -637,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pnet_vs_plain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dial_timeout_and_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_simultaneous_dial, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identify_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_with_open_streams, setup, teardown),
     };
