@@ -424,6 +424,7 @@ static int start_p2p(struct daemon *d)
     hc.loop = &d->loop;
     hc.identity = d->id;
     hc.agent_version = agent;
+    hc.state_dir = cfg->state_dir; /* peers.sqlite */
     hc.ev.on_connected = on_p2p_connected;
     hc.ev.on_disconnected = on_p2p_disconnected;
     hc.ev.on_identified = on_p2p_identified;
@@ -435,6 +436,11 @@ static int start_p2p(struct daemon *d)
         dc_log_error(LOG, "cannot start the P2P host: %s", dc_strerror(rc));
         return rc;
     }
+    if (dc_host_peerstore_error(d->host)[0] != '\0')
+        dc_log_warn(LOG, "%s; known peers are kept in memory only this run",
+                    dc_host_peerstore_error(d->host));
+    else
+        dc_log_info(LOG, "peerstore: %zu known peer(s)", dc_host_peer_count(d->host));
     rc = dc_peerview_new(&d->loop, d->host, &d->peers);
     if (rc < 0) {
         dc_log_error(LOG, "cannot start the peer view: %s", dc_strerror(rc));
@@ -505,6 +511,16 @@ static int start_dht(struct daemon *d, const struct dc_daemon_options *opt)
     }
     dc_free(db);
     dc_log_info(LOG, "DHT: %s in %s mode", dc.protocol, dc.client_mode ? "client" : "server");
+    {
+        /* Re-seed the routing table with the DHT servers the peerstore remembers (the most
+         * recently seen); the first lookup dials them. */
+        const struct dc_peer_info *known[64];
+        size_t n = dc_host_peers(d->host, known, DC_ARRAY_LEN(known));
+
+        for (size_t i = 0; i < n && i < DC_ARRAY_LEN(known); i++)
+            if (known[i]->n_addrs > 0)
+                dc_dht_peer_identified(d->dht, known[i]);
+    }
     if (opt->provide != NULL) {
         uint8_t key[DC_KAD_MAX_KEY];
         size_t key_len;

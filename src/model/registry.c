@@ -216,9 +216,14 @@ static void cache_save(struct dc_registry *r)
         return;
     tmp = dc_asprintf("%s.tmp.%ld", r->cache_path, (long)getpid());
     doc = json_pack("{s:i, s:O}", "version", 1, "files", r->cache);
-    if (tmp != NULL && doc != NULL &&
-        json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) == 0) {
-        if (rename(tmp, r->cache_path) != 0)
+    if (tmp != NULL && doc != NULL) {
+        /* Mode 0600 whatever the umask: the cache lives in state_dir with the node's key. */
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        bool ok = fd >= 0 && json_dumpfd(doc, fd, JSON_INDENT(1) | JSON_SORT_KEYS) == 0;
+
+        if (fd >= 0)
+            ok = close(fd) == 0 && ok;
+        if (!ok || rename(tmp, r->cache_path) != 0)
             unlink(tmp);
     }
     json_decref(doc);

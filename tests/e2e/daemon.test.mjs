@@ -3,7 +3,9 @@
 // directory lock, file modes, the identity key, signals, and the CLI's exit codes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import {
+  existsSync, readFileSync, readdirSync, statSync, writeFileSync, chmodSync, mkdirSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import {
   run, startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, waitFor,
@@ -53,6 +55,12 @@ test('daemon: ready line, daemon.json, lock, modes, id, SIGTERM', async () => {
     assert.match(kg.stderr, /a daemon is running/);
 
     await stopAndCheck(d, 'SIGTERM', state);
+    // Everything the daemon wrote in its state directory (key, DHT and peer stores with their
+    // SQLite -wal/-shm files, caches) is private to the user.
+    for (const f of readdirSync(state)) {
+      const p = join(state, f);
+      if (statSync(p).isFile()) assert.equal(mode(p), 0o600, `mode of ${f}`);
+    }
 
     // The same key is used on the next start.
     const d2 = startDaemon(loopbackFlags(state));
