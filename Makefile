@@ -73,8 +73,11 @@ format-check:
 format:
 	clang-format -i $(FORMAT_FILES)
 
+# bench/api is a script, not a CMake target: it builds llama-server (bench/build-llama-server)
+# and serves the same model with both.
 bench: deps build
 	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && "$$b"; done; true
+	DC_BUILD_DIR=$(BUILD) bench/api
 
 fuzz: deps $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j $(JOBS)
