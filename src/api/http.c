@@ -382,9 +382,15 @@ static void sweep_headers(struct dc_api *api)
 
     pthread_mutex_lock(&api->conns_mu);
     for (struct dc_api_conn *c = api->conns; c != NULL; c = c->next) {
-        if (c->killed || !atomic_load_explicit(&c->in_headers, memory_order_acquire) ||
-            now - atomic_load_explicit(&c->since_ns, memory_order_relaxed) <=
-                api->header_timeout_ns)
+        uint64_t since;
+
+        if (c->killed || !atomic_load_explicit(&c->in_headers, memory_order_acquire))
+            continue;
+        /* A polling thread may have finished a request (and restarted the clock) after 'now'
+         * was read: then 'since' is later than 'now', and the unsigned difference must not
+         * wrap into "expired" and cut a healthy keep-alive connection. */
+        since = atomic_load_explicit(&c->since_ns, memory_order_relaxed);
+        if (since >= now || now - since <= api->header_timeout_ns)
             continue;
         /* MHD sees the socket end and closes the connection on its own thread. */
         shutdown(c->fd, SHUT_RDWR);
