@@ -786,6 +786,38 @@ static void load_default(struct dc_api *api)
                 dc_engine_info(api->def_engine)->n_ctx_per_slot);
 }
 
+/* Stops the hang-up watcher and the worker threads and releases the default model: what
+ * dc_api_new's failure path and dc_api_free share once those have started. */
+static void stop_threads(struct dc_api *api)
+{
+    watch_stop(api);
+    pthread_mutex_lock(&api->wq_mu);
+    api->wq_stop = true;
+    pthread_cond_broadcast(&api->wq_cv);
+    pthread_mutex_unlock(&api->wq_mu);
+    for (size_t i = 0; i < api->n_workers; i++)
+        pthread_join(api->workers[i], NULL);
+    if (api->def_engine != NULL)
+        dc_registry_release(api->reg, api->def_engine);
+}
+
+/* Frees what the server owns; no thread of its own may still run. */
+static void free_server(struct dc_api *api)
+{
+    dc_api_limits_free(api->limits);
+    dc_auth_free(api->auth);
+    dc_free(api->models_json);
+    dc_free(api->version);
+    pthread_mutex_destroy(&api->watch_mu);
+    pthread_mutex_destroy(&api->conns_mu);
+    pthread_mutex_destroy(&api->models_mu);
+    pthread_mutex_destroy(&api->live_mu);
+    pthread_cond_destroy(&api->live_cv);
+    pthread_mutex_destroy(&api->wq_mu);
+    pthread_cond_destroy(&api->wq_cv);
+    dc_free(api);
+}
+
 int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, size_t errlen)
 {
     struct dc_api *api;
@@ -887,27 +919,9 @@ int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, 
     return 0;
 
 err_workers:
-    pthread_mutex_lock(&api->wq_mu);
-    api->wq_stop = true;
-    pthread_cond_broadcast(&api->wq_cv);
-    pthread_mutex_unlock(&api->wq_mu);
-    for (size_t i = 0; i < api->n_workers; i++)
-        pthread_join(api->workers[i], NULL);
-    watch_stop(api);
-    if (api->def_engine != NULL)
-        dc_registry_release(api->reg, api->def_engine);
+    stop_threads(api);
 err_free:
-    dc_api_limits_free(api->limits);
-    dc_auth_free(api->auth);
-    dc_free(api->version);
-    pthread_mutex_destroy(&api->watch_mu);
-    pthread_mutex_destroy(&api->conns_mu);
-    pthread_mutex_destroy(&api->models_mu);
-    pthread_mutex_destroy(&api->live_mu);
-    pthread_cond_destroy(&api->live_cv);
-    pthread_mutex_destroy(&api->wq_mu);
-    pthread_cond_destroy(&api->wq_cv);
-    dc_free(api);
+    free_server(api);
     return rc;
 }
 
@@ -951,28 +965,8 @@ void dc_api_free(struct dc_api *api)
     pthread_mutex_unlock(&api->live_mu);
 
     MHD_stop_daemon(api->mhd);
-    watch_stop(api);
-
-    pthread_mutex_lock(&api->wq_mu);
-    api->wq_stop = true;
-    pthread_cond_broadcast(&api->wq_cv);
-    pthread_mutex_unlock(&api->wq_mu);
-    for (size_t i = 0; i < api->n_workers; i++)
-        pthread_join(api->workers[i], NULL);
-    if (api->def_engine != NULL)
-        dc_registry_release(api->reg, api->def_engine);
-    dc_api_limits_free(api->limits);
-    dc_auth_free(api->auth);
-    dc_free(api->models_json);
-    dc_free(api->version);
-    pthread_mutex_destroy(&api->watch_mu);
-    pthread_mutex_destroy(&api->conns_mu);
-    pthread_mutex_destroy(&api->models_mu);
-    pthread_mutex_destroy(&api->live_mu);
-    pthread_cond_destroy(&api->live_cv);
-    pthread_mutex_destroy(&api->wq_mu);
-    pthread_cond_destroy(&api->wq_cv);
-    dc_free(api);
+    stop_threads(api);
+    free_server(api);
 }
 
 /* Metrics text, used by rest.c's /metrics. */

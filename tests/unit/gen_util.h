@@ -18,26 +18,6 @@
 
 #ifndef DC_GGUF_GEN
 #error "DC_GGUF_GEN (the gguf-gen binary) must be defined by the build"
-/* Reads a whole non-empty file into a malloc()ed buffer (free()); fails the test otherwise. */
-static inline uint8_t *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *p;
-    long n;
-
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    p = malloc((size_t)n);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
-
 #endif
 
 /*
