@@ -68,6 +68,14 @@ static double ratio(double a, double b)
     return b > 0 ? a / b : 0;
 }
 
+/* Engine time per generated token over the bare loop's, in microseconds (negative: faster). */
+static double overhead_us(const struct dc_bench_result *r)
+{
+    if (r->tg_ours <= 0 || r->tg_llama <= 0)
+        return 0;
+    return 1e6 / r->tg_ours - 1e6 / r->tg_llama;
+}
+
 static int print_json(const struct dc_bench_config *cfg, const struct dc_bench_result *r)
 {
     json_t *par = json_array(), *doc;
@@ -77,12 +85,15 @@ static int print_json(const struct dc_bench_config *cfg, const struct dc_bench_r
         json_array_append_new(par, json_pack("{s:i, s:f}", "n", (int)cfg->parallel[i], "tok_s",
                                              r->parallel_tok_s[i]));
     doc =
-        json_pack("{s:s, s:i, s:i, s:I, s:I, s:{s:i, s:f, s:f, s:f}, s:{s:i, s:f, s:f, s:f}, s:o*}",
-                  "model", cfg->model_path, "threads", cfg->n_threads, "slots", (int)slots_of(cfg),
+        json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:{s:i, s:f, s:f, s:f}, s:{s:i, s:f, s:f, s:f, "
+                  "s:f}, s:o*}",
+                  "model", cfg->model_path, "threads", cfg->n_threads, "gpu_layers",
+                  cfg->n_gpu_layers, "slots", (int)slots_of(cfg),
                   "n_params", (json_int_t)r->n_params, "size_bytes", (json_int_t)r->size_bytes,
                   "pp", "n", (int)cfg->n_pp, "ours", r->pp_ours, "llama", r->pp_llama, "ratio",
                   ratio(r->pp_ours, r->pp_llama), "tg", "n", (int)cfg->n_tg, "ours", r->tg_ours,
-                  "llama", r->tg_llama, "ratio", ratio(r->tg_ours, r->tg_llama), "parallel", par);
+                  "llama", r->tg_llama, "ratio", ratio(r->tg_ours, r->tg_llama), "overhead_us",
+                  overhead_us(r), "parallel", par);
     if (doc == NULL)
         return 1;
     s = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -98,15 +109,15 @@ static void print_table(const struct dc_bench_config *cfg, const struct dc_bench
 {
     printf("model    %s (%.1fM params, %.1f MiB)\n", cfg->model_path, (double)r->n_params / 1e6,
            (double)r->size_bytes / (double)(1u << 20));
-    printf("threads  %d, engine slots %u\n\n", cfg->n_threads, slots_of(cfg));
+    printf("threads  %d, gpu layers %d, engine slots %u\n\n", cfg->n_threads, cfg->n_gpu_layers,
+           slots_of(cfg));
     printf("%-10s %14s %16s %8s\n", "test", "ours tok/s", "llama.cpp tok/s", "ratio");
     printf("pp%-8u %14.1f %16.1f %8.3f\n", cfg->n_pp, r->pp_ours, r->pp_llama,
            ratio(r->pp_ours, r->pp_llama));
     printf("tg%-8u %14.1f %16.1f %8.3f\n", cfg->n_tg, r->tg_ours, r->tg_llama,
            ratio(r->tg_ours, r->tg_llama));
     if (r->tg_ours > 0 && r->tg_llama > 0)
-        printf("engine overhead per generated token: %.1f us\n",
-               1e6 / r->tg_ours - 1e6 / r->tg_llama);
+        printf("engine overhead per generated token: %.1f us\n", overhead_us(r));
     if (cfg->n_parallel > 0) {
         printf("\n%-10s %14s   (aggregate, tg%u per stream)\n", "streams", "tok/s", cfg->n_tg);
         for (size_t i = 0; i < cfg->n_parallel; i++)
@@ -118,7 +129,7 @@ int cli_cmd_benchmark(int argc, char **argv)
 {
     bool json = false;
     const char *model = NULL, *threads = NULL, *pp = NULL, *tg = NULL, *parallel = NULL,
-               *reps = NULL, *slots = NULL;
+               *reps = NULL, *slots = NULL, *gpu_layers = NULL;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_VALUE, "FILE", "GGUF model file", NULL, &model},
         {"threads", 't', CLI_VALUE, "N", "compute threads (default: [engine] threads)", NULL,
@@ -130,11 +141,16 @@ int cli_cmd_benchmark(int argc, char **argv)
         {"slots", 0, CLI_VALUE, "N",
          "engine slots (n_parallel; default the largest --parallel entry)", NULL, &slots},
         {"reps", 0, CLI_VALUE, "N", "repetitions per test (default 3)", NULL, &reps},
+        {"gpu-layers", 0, CLI_VALUE, "N",
+         "layers on the GPU in GPU builds, both sides (-1 = all that fit, 0 = CPU; default "
+         "[engine].gpu_layers)",
+         NULL, &gpu_layers},
         {"json", 0, CLI_BOOL, NULL, "one JSON object instead of a table", &json, NULL},
     };
     struct cli_ctx ctx = {.cmd = "benchmark",
                           .usage = "benchmark engine --model FILE [--threads N] [--pp N] "
-                                   "[--tg N] [--parallel 1,4,16] [--slots N] [--reps N] [--json]",
+                                   "[--tg N] [--parallel 1,4,16] [--slots N] [--reps N]\n"
+                                   "       [--gpu-layers N] [--json]",
                           .summary = "Measures prompt (pp) and generation (tg) tokens/s through "
                                      "the engine and through\nllama.cpp's bare decode loop, and "
                                      "aggregate tokens/s with N concurrent streams.",
@@ -178,6 +194,19 @@ int cli_cmd_benchmark(int argc, char **argv)
     if (bc.n_threads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         bc.n_threads = cpus > 0 ? (int)cpus : 1;
+    }
+    bc.n_gpu_layers = (int)cfg.gpu_layers;
+    if (gpu_layers != NULL) {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(gpu_layers, &end, 10);
+        if (errno != 0 || end == gpu_layers || *end != '\0' || v < -1 || v > 100000) {
+            dc_config_cleanup(&cfg);
+            return cli_usage_error(&ctx, "--gpu-layers: not a number in [-1, 100000]: '%s'",
+                                   gpu_layers);
+        }
+        bc.n_gpu_layers = (int)v;
     }
     bc.model_path = model;
 

@@ -328,7 +328,8 @@ int cli_cmd_generate(int argc, char **argv)
 {
     bool chat = false, json = false, prompt_tokens = false, print = false, done;
     const char *model = NULL, *prompt = NULL, *n = NULL, *temp = NULL, *seed = NULL, *top_k = NULL,
-               *top_p = NULL, *logprobs = NULL, *threads = NULL, *system = NULL, *messages = NULL;
+               *top_p = NULL, *logprobs = NULL, *threads = NULL, *system = NULL, *messages = NULL,
+               *gpu_layers = NULL;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_VALUE, "FILE", "GGUF model file", NULL, &model},
         {"prompt", 'p', CLI_VALUE, "TEXT", "prompt text", NULL, &prompt},
@@ -340,6 +341,10 @@ int cli_cmd_generate(int argc, char **argv)
         {"top-p", 0, CLI_VALUE, "P", "top-p sampling (1 = off)", NULL, &top_p},
         {"threads", 't', CLI_VALUE, "N", "compute threads (default [engine].threads)", NULL,
          &threads},
+        {"gpu-layers", 0, CLI_VALUE, "N",
+         "layers on the GPU in GPU builds (-1 = all that fit, 0 = CPU; default "
+         "[engine].gpu_layers)",
+         NULL, &gpu_layers},
         {"chat", 0, CLI_BOOL, NULL, "render the prompt with the model's chat template", &chat,
          NULL},
         {"system", 0, CLI_VALUE, "TEXT", "with --chat: a system message before the prompt", NULL,
@@ -357,8 +362,9 @@ int cli_cmd_generate(int argc, char **argv)
     struct cli_ctx ctx = {
         .cmd = "generate",
         .usage = "generate --model FILE --prompt TEXT [-n N] [--temp T] [--seed S] [--top-k K]\n"
-                 "       [--top-p P] [--threads N] [--chat [--system TEXT]] [--logprobs N]\n"
-                 "       [--json] [--prompt-tokens] [--print-prompt]\n"
+                 "       [--top-p P] [--threads N] [--gpu-layers N] [--chat [--system TEXT]]\n"
+                 "       [--logprobs N]"
+                 " [--json] [--prompt-tokens] [--print-prompt]\n"
                  "   or: democritus generate --model FILE --chat --messages JSON [...]",
         .summary = "Runs a local GGUF model directly, without a daemon, and streams the text to\n"
                    "stdout (--json: one JSON object per token, then a summary).",
@@ -432,6 +438,11 @@ int cli_cmd_generate(int argc, char **argv)
             return cli_usage_error(&ctx, "--threads wants 1..1024, not '%s'", threads);
         ecfg.n_threads = (int)v;
     }
+    if (gpu_layers != NULL) {
+        if (!parse_int(gpu_layers, -1, 100000, &v))
+            return cli_usage_error(&ctx, "--gpu-layers wants -1..100000, not '%s'", gpu_layers);
+        ecfg.n_gpu_layers = (int)v;
+    }
 
     if (chat && gen_chat_init(&conv, messages, system, prompt, why, sizeof(why)) < 0)
         return cli_usage_error(&ctx, "%s", why);
@@ -450,6 +461,8 @@ int cli_cmd_generate(int argc, char **argv)
         req.sampling.temperature = (float)cfg.temperature;
     if (threads == NULL)
         ecfg.n_threads = (int)cfg.threads;
+    if (gpu_layers == NULL)
+        ecfg.n_gpu_layers = (int)cfg.gpu_layers;
     ecfg.model_path = model;
     ecfg.n_parallel = 1;
     ecfg.n_ctx_per_slot = (uint32_t)cfg.max_context;

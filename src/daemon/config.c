@@ -112,6 +112,8 @@ static const struct key_def schema[] = {
      "Compute threads per model; 0 = one per physical core."},
     {"engine", "parallel", KT_INT, OFF(parallel), "4", NULL, "parallel", NULL, 1, 256, 0,
      "Sequences decoded together per model (continuous batching slots)."},
+    {"engine", "gpu_layers", KT_INT, OFF(gpu_layers), "-1", NULL, "gpu-layers", NULL, -1, 100000,
+     0, "Layers offloaded to the GPU in GPU builds; -1 = all that fit, 0 = CPU only."},
     {"engine", "memory_budget_mb", KT_INT, OFF(memory_budget_mb), "0", NULL, "memory-budget-mb",
      NULL, 0, INT64_C(1) << 30, 0,
      "Memory for loaded models before the least recently used is unloaded; 0 = half of RAM."},

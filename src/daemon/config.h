@@ -51,6 +51,7 @@ struct dc_config {
     char *models_dir;
     int64_t threads;
     int64_t parallel;
+    int64_t gpu_layers;
     int64_t memory_budget_mb;
     /* [api] */
     char *bind;

@@ -125,7 +125,7 @@ static void *llama_run_main(void *arg)
     char **err = &lr->err;
     int rc = 0;
 
-    mp.n_gpu_layers = 0;
+    mp.n_gpu_layers = cfg->n_gpu_layers < 0 ? 999 : cfg->n_gpu_layers;
     model = llama_model_load_from_file(cfg->model_path, mp);
     if (model == NULL) {
         *err = dc_asprintf("llama.cpp cannot load %s", cfg->model_path);
@@ -340,7 +340,7 @@ int dc_bench_engine(const struct dc_bench_config *cfg, struct dc_bench_result *o
     ec.n_parallel = cfg->n_slots != 0 ? cfg->n_slots : max_par;
     ec.n_batch = 512;
     ec.n_threads = cfg->n_threads;
-    ec.n_gpu_layers = 0;
+    ec.n_gpu_layers = cfg->n_gpu_layers;
     pp_rate = dc_calloc(reps, sizeof(*pp_rate));
     tg_rate = dc_calloc(reps, sizeof(*tg_rate));
     if (pp_rate == NULL || tg_rate == NULL) {

@@ -26,6 +26,7 @@ struct dc_bench_config {
     uint32_t parallel[DC_BENCH_MAX_PARALLEL]; /* stream counts for the aggregate test */
     size_t n_parallel;
     uint32_t n_slots; /* engine slots (n_parallel of dc_engine_open); 0 = max(parallel) */
+    int n_gpu_layers; /* layers offloaded in GPU builds (-1 = all that fit, 0 = CPU); both sides */
 };
 
 struct dc_bench_result {

@@ -33,6 +33,26 @@
 static char tmpdir[64];
 static char m_llama[128], m_q8[128], m_qwen[128], m_bert[128];
 
+/* Layers offloaded to the GPU: 0 (CPU) unless DC_TEST_GPU_LAYERS says otherwise, which is how
+ * scripts/gpu-check runs these same tests on a CUDA/Vulkan build (-1 = all layers). */
+static int gpu_layers;
+
+/* Scoring a completion in one batch vs. the logprobs seen generating it one token at a time:
+ * on the CPU the two agree within 0.02. GPU backends pick different kernels by batch size
+ * (CUDA: mmvq for one token, mmq for many, different activation quantization and summation
+ * order), which measured up to 0.035 on an H200 (scripts/gpu-check), so GPU runs allow 0.05. */
+static float score_tol(void)
+{
+    return gpu_layers != 0 ? 0.05f : 0.02f;
+}
+
+/* stories260K top-20 logprobs vs. the reference engine's logits (README in ../shared/models:
+ * 0.1); the same batch-shape effect gave 0.104 on the H200, so GPU runs allow 0.15. */
+static double reference_tol(void)
+{
+    return gpu_layers != 0 ? 0.15 : 0.1;
+}
+
 /* ---- helpers ---- */
 
 static struct dc_engine *open_engine(const char *path, uint32_t per_slot, uint32_t n_parallel)
@@ -42,6 +62,7 @@ static struct dc_engine *open_engine(const char *path, uint32_t per_slot, uint32
         .n_ctx_per_slot = per_slot,
         .n_parallel = n_parallel,
         .n_threads = 2,
+        .n_gpu_layers = gpu_layers,
     };
     struct dc_engine *e = NULL;
     char *err = NULL;
@@ -349,7 +370,8 @@ static void test_open_info(void **state)
 
 static void test_open_alloc_failures(void **state)
 {
-    struct dc_engine_config cfg = {.model_path = m_llama, .n_threads = 1, .n_parallel = 2};
+    struct dc_engine_config cfg = {
+        .model_path = m_llama, .n_threads = 1, .n_parallel = 2, .n_gpu_layers = gpu_layers};
     struct dc_engine *e;
     int rc;
 
@@ -430,7 +452,10 @@ static void test_logprobs_vs_score(void **state)
             /* Greedy takes the argmax, which is the raw distribution's top-1. */
             assert_int_equal(c.top1[i], c.ids[i]);
             assert_int_equal(sc[i].id, c.ids[i]);
-            assert_true(fabsf(sc[i].logprob - c.lp[i]) <= 0.02f);
+            if (fabsf(sc[i].logprob - c.lp[i]) > score_tol())
+                fprintf(stderr, "position %zu: scored %.5f, generated %.5f\n", i,
+                        (double)sc[i].logprob, (double)c.lp[i]);
+            assert_true(fabsf(sc[i].logprob - c.lp[i]) <= score_tol());
             assert_true(c.lp[i] <= 0.0f);
             assert_int_equal(sc[i].n_top, 5);
             assert_true(fabsf(sc[i].top[0].logprob - sc[i].logprob) <= 1e-5f);
@@ -819,7 +844,8 @@ static void test_prefill_fairness(void **state)
                                    .n_ctx_per_slot = 512,
                                    .n_parallel = 2,
                                    .n_batch = 64,
-                                   .n_threads = 2};
+                                   .n_threads = 2,
+                                   .n_gpu_layers = gpu_layers};
     struct dc_engine *e;
     struct dc_gen_request r;
     struct collect a;
@@ -1023,7 +1049,11 @@ static void test_vocab_only(void **state)
 static void check_embed(const char *path, bool embeddings)
 {
     struct dc_engine_config cfg = {
-        .model_path = path, .n_threads = 2, .n_parallel = 2, .embeddings = embeddings};
+        .model_path = path,
+        .n_threads = 2,
+        .n_parallel = 2,
+        .embeddings = embeddings,
+        .n_gpu_layers = gpu_layers};
     const char *texts[3] = {"hello world", "something else entirely", "hello world"};
     struct dc_engine *e;
     float *v1, *v2;
@@ -1054,7 +1084,8 @@ static void check_embed(const char *path, bool embeddings)
 static void test_embeddings(void **state)
 {
     struct dc_engine *e;
-    struct dc_engine_config cfg = {.model_path = m_bert, .n_threads = 1};
+    struct dc_engine_config cfg = {
+        .model_path = m_bert, .n_threads = 1, .n_gpu_layers = gpu_layers};
     struct dc_gen_request r;
     struct dc_gen *g;
 
@@ -1218,7 +1249,10 @@ static void test_shared_reference(void **state)
                 for (uint32_t t = 0; t < sc[p].n_top; t++) {
                     double want = json_number_value(json_array_get(row, (size_t)sc[p].top[t].id)) -
                                   max - log(sum);
-                    assert_true(fabs(want - sc[p].top[t].logprob) <= 0.1);
+                    if (fabs(want - sc[p].top[t].logprob) > reference_tol())
+                        fprintf(stderr, "position %zu top %u (id %d): reference %.5f, ours %.5f\n",
+                                p, t, sc[p].top[t].id, want, (double)sc[p].top[t].logprob);
+                    assert_true(fabs(want - sc[p].top[t].logprob) <= reference_tol());
                 }
                 /* Only positions up to the first near-tie have a shared history. */
                 if (json_real_value(json_array_get(margins, p)) < 0.05)
@@ -1261,6 +1295,11 @@ int main(void)
         cmocka_unit_test(test_shared_reference),
         cmocka_unit_test(test_shared_templates),
     };
+    const char *gl = getenv("DC_TEST_GPU_LAYERS");
 
+    if (gl != NULL && *gl != '\0') {
+        gpu_layers = atoi(gl);
+        fprintf(stderr, "engine tests with n_gpu_layers = %d\n", gpu_layers);
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }
