@@ -84,16 +84,15 @@ static int print_json(const struct dc_bench_config *cfg, const struct dc_bench_r
     for (size_t i = 0; par != NULL && i < cfg->n_parallel; i++)
         json_array_append_new(par, json_pack("{s:i, s:f}", "n", (int)cfg->parallel[i], "tok_s",
                                              r->parallel_tok_s[i]));
-    doc =
-        json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:{s:i, s:f, s:f, s:f}, s:{s:i, s:f, s:f, s:f, "
-                  "s:f}, s:o*}",
-                  "model", cfg->model_path, "threads", cfg->n_threads, "gpu_layers",
-                  cfg->n_gpu_layers, "slots", (int)slots_of(cfg),
-                  "n_params", (json_int_t)r->n_params, "size_bytes", (json_int_t)r->size_bytes,
-                  "pp", "n", (int)cfg->n_pp, "ours", r->pp_ours, "llama", r->pp_llama, "ratio",
-                  ratio(r->pp_ours, r->pp_llama), "tg", "n", (int)cfg->n_tg, "ours", r->tg_ours,
-                  "llama", r->tg_llama, "ratio", ratio(r->tg_ours, r->tg_llama), "overhead_us",
-                  overhead_us(r), "parallel", par);
+    doc = json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:{s:i, s:f, s:f, s:f}, s:{s:i, s:f, s:f, s:f, "
+                    "s:f}, s:o*}",
+                    "model", cfg->model_path, "threads", cfg->n_threads, "gpu_layers",
+                    cfg->n_gpu_layers, "slots", (int)slots_of(cfg), "n_params",
+                    (json_int_t)r->n_params, "size_bytes", (json_int_t)r->size_bytes, "pp", "n",
+                    (int)cfg->n_pp, "ours", r->pp_ours, "llama", r->pp_llama, "ratio",
+                    ratio(r->pp_ours, r->pp_llama), "tg", "n", (int)cfg->n_tg, "ours", r->tg_ours,
+                    "llama", r->tg_llama, "ratio", ratio(r->tg_ours, r->tg_llama), "overhead_us",
+                    overhead_us(r), "parallel", par);
     if (doc == NULL)
         return 1;
     s = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));

@@ -43,13 +43,14 @@ int main(int argc, char **argv)
         dc_free(err);
         return 1;
     }
-    printf("{\"model\":\"%s\",\"threads\":%d,\"gpu_layers\":%d,\"n_params\":%llu,"
-           "\"pp\":{\"ours\":%.1f,\"llama\":%.1f,\"ratio\":%.3f},"
-           "\"tg\":{\"ours\":%.1f,\"llama\":%.1f,\"ratio\":%.3f,\"overhead_us\":%.1f},\"parallel\":[",
-           bc.model_path, bc.n_threads, bc.n_gpu_layers, (unsigned long long)r.n_params, r.pp_ours,
-           r.pp_llama, r.pp_llama > 0 ? r.pp_ours / r.pp_llama : 0, r.tg_ours, r.tg_llama,
-           r.tg_llama > 0 ? r.tg_ours / r.tg_llama : 0,
-           r.tg_ours > 0 && r.tg_llama > 0 ? 1e6 / r.tg_ours - 1e6 / r.tg_llama : 0);
+    printf(
+        "{\"model\":\"%s\",\"threads\":%d,\"gpu_layers\":%d,\"n_params\":%llu,"
+        "\"pp\":{\"ours\":%.1f,\"llama\":%.1f,\"ratio\":%.3f},"
+        "\"tg\":{\"ours\":%.1f,\"llama\":%.1f,\"ratio\":%.3f,\"overhead_us\":%.1f},\"parallel\":[",
+        bc.model_path, bc.n_threads, bc.n_gpu_layers, (unsigned long long)r.n_params, r.pp_ours,
+        r.pp_llama, r.pp_llama > 0 ? r.pp_ours / r.pp_llama : 0, r.tg_ours, r.tg_llama,
+        r.tg_llama > 0 ? r.tg_ours / r.tg_llama : 0,
+        r.tg_ours > 0 && r.tg_llama > 0 ? 1e6 / r.tg_ours - 1e6 / r.tg_llama : 0);
     for (size_t i = 0; i < bc.n_parallel; i++)
         printf("%s{\"n\":%u,\"tok_s\":%.1f}", i ? "," : "", bc.parallel[i], r.parallel_tok_s[i]);
     printf("]}\n");

@@ -1048,12 +1048,11 @@ static void test_vocab_only(void **state)
 
 static void check_embed(const char *path, bool embeddings)
 {
-    struct dc_engine_config cfg = {
-        .model_path = path,
-        .n_threads = 2,
-        .n_parallel = 2,
-        .embeddings = embeddings,
-        .n_gpu_layers = gpu_layers};
+    struct dc_engine_config cfg = {.model_path = path,
+                                   .n_threads = 2,
+                                   .n_parallel = 2,
+                                   .embeddings = embeddings,
+                                   .n_gpu_layers = gpu_layers};
     const char *texts[3] = {"hello world", "something else entirely", "hello world"};
     struct dc_engine *e;
     float *v1, *v2;
