@@ -36,6 +36,8 @@ const char *dc_strerror(int err)
         return "not supported";
     case DC_ETRUNCATED:
         return "input truncated";
+    case DC_ERESOLVE:
+        return "name resolution failed";
     default:
         break;
     }

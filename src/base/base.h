@@ -38,6 +38,7 @@
 #define DC_ECLOSED      (-1008) /* the other side closed */
 #define DC_EUNSUPPORTED (-1009) /* recognised but not supported */
 #define DC_ETRUNCATED   (-1010) /* input ended early; more bytes may complete it */
+#define DC_ERESOLVE     (-1011) /* a host name (DNS) did not resolve */
 
 /* Returns a static, human-readable description of 'err' (a DC_E* or -errno code). */
 const char *dc_strerror(int err);

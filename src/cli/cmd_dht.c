@@ -7,9 +7,16 @@
  * and exits. It speaks whatever the configuration says: /democritus/kad/1.0.0 or, with
  * --ipfs-dht true, /ipfs/kad/1.0.0, and pnet with the configured swarm key.
  *
- * Keys: put/get take a record key as text ("/democritus/..."); provide/findprovs take a CID
+ * Keys: put/get take a record key as text ("/democritus/...", or "/ipns/<PeerId>" and
+ * "/pk/<PeerId>", which become the binary keys the DHT uses); provide/findprovs take a CID
  * (CIDv0 "Qm...", CIDv1 multibase such as "bafy..."), whose multihash is the DHT key as in
  * IPFS, or any other text, used as bytes.
+ *
+ * /democritus/ records are signed (p2p/record.h): `put` signs the value with the node's
+ * identity key from the state directory (read only; created on first use like `democritus
+ * id`), so the key must end with this node's PeerId; `get` checks the record and prints its
+ * body, and for /ipns/ names the record's Value; --raw prints the stored value as it is. The
+ * throw-away transport identity is not the node's: it only carries the signed record.
  *
  * Exit codes: 0 done (found), 1 failed or not found, 2 usage.
  *
@@ -19,15 +26,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "base/log.h"
 #include "base/multibase.h"
 #include "cli/cli.h"
 #include "crypto/crypto.h"
+#include "daemon/daemon.h"
 #include "p2p/dht.h"
+#include "p2p/record.h"
 
 #define MAX_KEYS 64
+/* How long peers keep a record `dht put` signs (they drop it sooner if not republished:
+ * DC_KAD_RECORD_TTL_MS after they received it). */
+#define PUT_RECORD_LIFETIME_MS (48ull * 3600ull * 1000ull)
 
 enum dht_cmd { CMD_PUT, CMD_GET, CMD_PROVIDE, CMD_FINDPROVS };
 
@@ -45,6 +58,9 @@ struct run {
     struct key keys[MAX_KEYS];
     size_t n_keys;
     const char *value;
+    uint8_t *signed_value; /* put under /democritus/: the signed record (owned) */
+    size_t signed_len;
+    bool raw; /* get: print the stored value unchanged */
     uint32_t max_providers;
     size_t dials_pending, dials_ok;
     size_t ops_pending;
@@ -54,17 +70,92 @@ struct run {
     uv_timer_t timer;
 };
 
-/* A CID's multihash (provide/findprovs), or the text itself. */
+/* A CID's multihash (provide/findprovs), or a record key (/ipns/ and /pk/ PeerIds made
+ * binary, other text as it is). */
 static int parse_key(const char *text, bool cid, struct key *k)
 {
     k->text = text;
     if (cid)
         return dc_dht_key_parse(text, k->bytes, &k->len);
-    k->len = strlen(text);
-    if (k->len == 0 || k->len > DC_KAD_MAX_KEY)
-        return DC_EINVAL;
-    memcpy(k->bytes, text, k->len);
-    return 0;
+    return dc_dht_record_key_from_text(text, k->bytes, &k->len);
+}
+
+static bool key_has_prefix(const struct key *k, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return k->len > n && memcmp(k->bytes, prefix, n) == 0;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Prints what GET found: a /democritus/ record's body, an /ipns/ record's Value, or (raw, or
+ * any other namespace) the value itself; then a newline. */
+static void print_value(const struct run *r, const struct key *k, const uint8_t *v, size_t len)
+{
+    struct dc_dht_record rec;
+    struct dc_ipns_entry e;
+
+    if (!r->raw && key_has_prefix(k, DC_DHT_RECORD_PREFIX) &&
+        dc_dht_record_open(k->bytes, k->len, v, len, wall_ms(), &rec) == 0) {
+        v = rec.body;
+        len = rec.body_len;
+    } else if (!r->raw && key_has_prefix(k, "/ipns/") && dc_ipns_parse(v, len, &e) == 0) {
+        v = e.value;
+        len = e.value_len;
+    }
+    fwrite(v, 1, len, stdout);
+    fputc('\n', stdout);
+}
+
+/* put under /democritus/: signs the value with the node's identity (seq = now in ms, so a
+ * later put replaces an earlier one). Returns 0, or 1 after printing one line. */
+static int sign_put_value(const struct dc_config *cfg, struct run *r)
+{
+    const struct key *k = &r->keys[0];
+    struct dc_identity *me = NULL;
+    char err[512], peer[DC_PEER_ID_STR_MAX];
+    uint64_t now = wall_ms();
+    struct dc_buf b;
+    int rc;
+
+    if (dc_crypto_init() < 0) {
+        fprintf(stderr, "democritus dht put: cannot initialise libsodium\n");
+        return 1;
+    }
+    rc = dc_state_identity(cfg->state_dir, true, &me, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "democritus dht put: %s\n", err);
+        return 1;
+    }
+    dc_buf_init(&b, DC_KAD_MAX_VALUE);
+    rc = dc_dht_record_sign(me, k->bytes, k->len, now, now + PUT_RECORD_LIFETIME_MS,
+                            (const uint8_t *)r->value, strlen(r->value), &b);
+    if (rc == DC_EPERM || rc == DC_ECORRUPT) {
+        if (dc_peer_id_to_string(dc_identity_peer_id(me), peer, sizeof(peer)) < 0)
+            snprintf(peer, sizeof(peer), "?");
+        fprintf(stderr,
+                "democritus dht put: %s: a /democritus/ key must be /democritus/<kind>/<PeerId> "
+                "ending with this node's PeerId, %s\n",
+                k->text, peer);
+    } else if (rc == DC_ELIMIT) {
+        fprintf(stderr, "democritus dht put: %s: the value is over %u bytes\n", k->text,
+                DC_DHT_RECORD_MAX_BODY);
+    } else if (rc < 0) {
+        fprintf(stderr, "democritus dht put: %s: cannot sign the record: %s\n", k->text,
+                dc_strerror(rc));
+    } else {
+        r->signed_value = dc_buf_steal(&b, &r->signed_len);
+    }
+    dc_buf_cleanup(&b);
+    dc_identity_free(me);
+    return rc < 0 ? 1 : 0;
 }
 
 static void finish_if_done(struct run *r);
@@ -86,8 +177,7 @@ static void on_done(void *ud, int status, const struct dc_dht_result *res)
     switch (r->cmd) {
     case CMD_GET:
         if (status == 0) {
-            fwrite(res->value, 1, res->value_len, stdout);
-            fputc('\n', stdout);
+            print_value(r, o->k, res->value, res->value_len);
         } else {
             fprintf(stderr, "democritus dht get: %s: %s\n", o->k->text,
                     status == DC_ENOENT ? "no record found" : dc_strerror(status));
@@ -145,8 +235,12 @@ static void start_ops(struct run *r)
             rc = dc_dht_get(r->dht, k->bytes, k->len, on_done, o);
             break;
         case CMD_PUT:
-            rc = dc_dht_put(r->dht, k->bytes, k->len, (const uint8_t *)r->value, strlen(r->value),
-                            on_done, o);
+            if (r->signed_value != NULL)
+                rc = dc_dht_put(r->dht, k->bytes, k->len, r->signed_value, r->signed_len, on_done,
+                                o);
+            else
+                rc = dc_dht_put(r->dht, k->bytes, k->len, (const uint8_t *)r->value,
+                                strlen(r->value), on_done, o);
             break;
         case CMD_PROVIDE:
             rc = dc_dht_provide(r->dht, k->bytes, k->len, false, on_done, o);
@@ -268,11 +362,14 @@ static void walk_close(uv_handle_t *h, void *arg)
 int cli_cmd_dht(int argc, char **argv)
 {
     const char *timeout_text = NULL, *count_text = NULL;
+    bool raw = false;
     const struct cli_opt opts[] = {
         {"timeout-ms", 0, CLI_VALUE, "N", "give up after N milliseconds (default 30000)", NULL,
          &timeout_text},
         {"count", 0, CLI_VALUE, "N", "findprovs: stop after N providers per key (default 20)", NULL,
          &count_text},
+        {"raw", 0, CLI_BOOL, NULL, "get: print the stored value as it is (not a record's body)",
+         &raw, NULL},
     };
     struct cli_ctx ctx = {
         .cmd = "dht",
@@ -280,8 +377,11 @@ int cli_cmd_dht(int argc, char **argv)
                  "       [--bootstrap MULTIADDR]... [--ipfs-dht true] [options]",
         .summary = "Runs one DHT operation from a temporary client node that enters the DHT\n"
                    "through the bootstrap peers, prints the result and exits. put/get keys are\n"
-                   "record keys such as /democritus/...; provide/findprovs keys are CIDs (or\n"
-                   "text). findprovs prints one line per provider: KEY PEERID ADDRS.",
+                   "record keys such as /democritus/<kind>/<PeerId> or /ipns/<PeerId>;\n"
+                   "provide/findprovs keys are CIDs (or text). put signs /democritus/ values\n"
+                   "with this node's key (state dir), so the key must end with its PeerId\n"
+                   "(`democritus id`); get prints the record's body (--raw: the stored bytes).\n"
+                   "findprovs prints one line per provider: KEY PEERID ADDRS.",
         .opts = opts,
         .n_opts = DC_ARRAY_LEN(opts),
     };
@@ -357,6 +457,10 @@ int cli_cmd_dht(int argc, char **argv)
         dc_free(r);
         return cli_usage_error(&ctx, "no bootstrap peer: give --bootstrap MULTIADDR");
     }
+    r->raw = raw;
+    if (r->cmd == CMD_PUT && key_has_prefix(&r->keys[0], DC_DHT_RECORD_PREFIX) &&
+        sign_put_value(&cfg, r) != 0)
+        goto out_free;
     if (uv_loop_init(&r->loop) < 0)
         goto out_free;
     uv_timer_init(&r->loop, &r->timer);
@@ -425,6 +529,7 @@ out_loop:
     dc_identity_free(id);
 out_free:
     dc_config_cleanup(&cfg);
+    dc_free(r->signed_value);
     dc_free(r);
     return exit_code;
 }

@@ -349,7 +349,9 @@ int dc_peerview_connect(void *ud, const char *multiaddr, uint32_t timeout_ms, ch
     if (rc == DC_EINVAL)
         snprintf(err, errlen, "cannot dial %s: it names this node or lacks /tcp/", multiaddr);
     else if (rc == DC_EUNSUPPORTED)
-        snprintf(err, errlen, "cannot dial %s: only /ip4|/ip6/.../tcp/... addresses are supported",
+        snprintf(err, errlen,
+                 "cannot dial %s: only /ip4|/ip6|/dns|/dns4|/dns6/.../tcp/... addresses are "
+                 "supported",
                  multiaddr);
     else if (rc == DC_EPEER)
         snprintf(err, errlen, "cannot connect to %s: another PeerId answered", multiaddr);

@@ -32,6 +32,7 @@
 
 #include "base/multibase.h"
 #include "base/varint.h"
+#include "p2p/record.h"
 
 #define DEFAULT_REQUEST_TIMEOUT 10000u
 #define DEFAULT_REFRESH         (10u * 60u * 1000u)
@@ -75,6 +76,7 @@ struct req {
     struct dc_peer_id peer;
     enum req_state state;
     bool reported; /* success or failure told to the op */
+    bool liveness; /* a routing-table liveness check: the outcome goes to dc_kad_ping_result */
     struct dc_buf out;
     struct dc_buf in;
     struct dc_host_stream *s;
@@ -282,35 +284,6 @@ static void kad_peer_learned(void *ud, const struct dc_kad_peer_info *p)
         (void)dc_host_add_peer_addrs(dht->host, &p->id, p->addrs, p->n_addrs);
 }
 
-/*
- * The /democritus/ namespace. Its records (capability records, DESIGN.md section 5) will carry
- * their own signatures; until their validator lands, a value is accepted when it is non-empty
- * and within the size cap, and between two values the later one wins (the store keeps the
- * newest PUT, a lookup the last answer), so a node can replace its own record.
- */
-static int democritus_validate(void *ud, const uint8_t *key, size_t key_len, const uint8_t *value,
-                               size_t value_len, uint64_t now_ms)
-{
-    DC_UNUSED(ud);
-    DC_UNUSED(key);
-    DC_UNUSED(now_ms);
-    DC_UNUSED(value);
-    if (key_len <= strlen("/democritus/") || value_len == 0)
-        return DC_ECORRUPT;
-    return value_len <= DC_KAD_MAX_VALUE ? 0 : DC_ELIMIT;
-}
-
-static size_t democritus_select(void *ud, const uint8_t *key, size_t key_len,
-                                const uint8_t *const *values, const size_t *value_lens, size_t n)
-{
-    DC_UNUSED(ud);
-    DC_UNUSED(key);
-    DC_UNUSED(key_len);
-    DC_UNUSED(values);
-    DC_UNUSED(value_lens);
-    return n - 1;
-}
-
 /* ---- requests --------------------------------------------------------------------------- */
 
 /* Tells the op how the request went (once). */
@@ -322,6 +295,11 @@ static void req_report(struct req *r, bool ok, const uint8_t *body, size_t len)
     if (r->reported)
         return;
     r->reported = true;
+    if (r->liveness) {
+        (void)dc_kad_ping_result(r->dht->kad, &r->peer, ok, now);
+        kick(r->dht);
+        return;
+    }
     if (op == NULL || op->finished)
         return;
     if (r->lookup_req) {
@@ -422,9 +400,8 @@ static void dial_next(struct dialing *d)
         struct dc_multiaddr ma = pi->addrs[d->next_addr++];
         struct dc_multiaddr_target t;
 
-        if (dc_multiaddr_target(&ma, &t) < 0 || t.transport != DC_MA_TCP ||
-            (t.host_proto != DC_MA_IP4 && t.host_proto != DC_MA_IP6))
-            continue;
+        if (dc_multiaddr_target(&ma, &t) < 0 || t.transport != DC_MA_TCP)
+            continue; /* ip4, ip6 and dns names; the host refuses what it cannot dial */
         if (dc_multiaddr_append_p2p(&ma, d->peer.bytes, d->peer.len) < 0)
             continue;
         if (dc_host_dial(dht->host, &ma, dht->request_timeout_ms / 2, on_dialed, d) == 0)
@@ -476,6 +453,7 @@ static int req_new(struct dc_dht *dht, struct op *op, const struct dc_peer_id *p
     r->req_id = req_id;
     r->peer = *peer;
     r->expect_response = msg->type != DC_KAD_ADD_PROVIDER;
+    r->liveness = op == NULL && msg->type == DC_KAD_PING; /* see liveness_check */
     r->deadline_ms = wall_ms() + dht->request_timeout_ms;
     dc_buf_init(&r->out, RX_MAX);
     dc_buf_init(&r->in, RX_MAX);
@@ -832,6 +810,24 @@ static void op_poll(struct op *op)
 
 static void announce_kept(struct dc_dht *dht, bool all);
 
+/* Routing-table liveness: a full bucket asks whether its least-recently-seen peer still
+ * answers before a newcomer may take its place. The peer itself is asked - a kad PING request
+ * on a stream of its own, dialing it from the peerstore when no connection is up (our server
+ * and go-libp2p-kad-dht answer PING) - rather than trusting an open connection, which may be
+ * half dead, or evicting every unconnected peer, which would favour newcomers over the
+ * long-lived peers Kademlia prefers. req_report hands the answer, or the request's failure
+ * or timeout, to dc_kad_ping_result. When no request can be made (request cap, memory),
+ * whether a connection is up decides. */
+static void liveness_check(struct dc_dht *dht, const struct dc_peer_id *peer, uint64_t now)
+{
+    struct dc_kad_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = DC_KAD_PING;
+    if (req_new(dht, NULL, peer, &m, false, 0) < 0)
+        (void)dc_kad_ping_result(dht->kad, peer, dc_host_is_connected(dht->host, peer), now);
+}
+
 static void process(struct dc_dht *dht)
 {
     struct dc_kad_action a;
@@ -839,12 +835,10 @@ static void process(struct dc_dht *dht)
 
     if (dht->freeing)
         return;
-    /* Routing-table liveness checks: a connected peer is alive; a quiet, unconnected one is
-     * let go in favour of the newcomer waiting for its place. */
+    /* Routing-table liveness checks (see liveness_check). */
     while (dc_kad_poll(dht->kad, &a) == 1)
         if (a.type == DC_KAD_ACTION_PING)
-            (void)dc_kad_ping_result(dht->kad, &a.peer, dc_host_is_connected(dht->host, &a.peer),
-                                     now);
+            liveness_check(dht, &a.peer, now);
     for (struct op *op = dht->ops; op != NULL; op = op->next)
         op_poll(op);
     /* Requests past their deadline (stuck dials, silent peers, ADD_PROVIDER streams). */
@@ -1003,6 +997,13 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- public ----------------------------------------------------------------------------- */
 
+static bool dht_keep_peer(void *ud, const struct dc_peer_id *peer)
+{
+    struct dc_dht *dht = ud;
+
+    return dc_kad_has_peer(dht->kad, peer);
+}
+
 int dc_dht_new(const struct dc_dht_config *cfg, struct dc_dht **out)
 {
     struct dc_kad_config kc;
@@ -1038,7 +1039,10 @@ int dc_dht_new(const struct dc_dht_config *cfg, struct dc_dht **out)
     if (rc < 0)
         goto err_free;
     {
-        const struct dc_kad_validator v = {democritus_validate, democritus_select, NULL};
+        /* /democritus/ records are signed envelopes (p2p/record.h, docs/protocols.md). */
+        struct dc_kad_validator v;
+
+        dc_dht_record_validator(&v);
         rc = dc_kad_set_validator(dht->kad, "democritus", &v);
         if (rc < 0)
             goto err_kad;
@@ -1059,6 +1063,8 @@ int dc_dht_new(const struct dc_dht_config *cfg, struct dc_dht **out)
     uv_unref((uv_handle_t *)&dht->tick); /* maintenance alone does not keep a loop alive */
     uv_timer_start(&dht->tick, on_tick, TICK_MS, TICK_MS);
     dht->last_save_ms = dht->last_expire_ms = wall_ms();
+    /* The peerstore keeps routing-table peers (their addresses live there). */
+    dc_host_set_keep_peer(cfg->host, dht_keep_peer, dht);
     *out = dht;
     return 0;
 
@@ -1117,6 +1123,7 @@ void dc_dht_free(struct dc_dht *dht)
     }
     if (!dht->client_mode)
         (void)dc_host_set_handler(dht->host, dht->protocol, NULL, NULL);
+    dc_host_set_keep_peer(dht->host, NULL, NULL);
     if (dht->db != NULL)
         sqlite3_close(dht->db);
     dc_kad_free(dht->kad);

@@ -92,7 +92,10 @@ DC_MUST_CHECK int dc_dht_bootstrap(struct dc_dht *dht);
  * or DC_ENOMEM.
  *
  * GET:   best valid value among the local store and the lookup's answers.
- * PUT:   validates and stores locally, then sends PUT_VALUE to the k closest peers.
+ * PUT:   validates and stores locally, then sends PUT_VALUE to the k closest peers. Values
+ *        under /democritus/ must be signed records (p2p/record.h: dc_dht_record_sign), under
+ *        /ipns/ IPNS records; a value the namespace's validator refuses fails the call with
+ *        its error (DC_ECORRUPT, DC_ECRYPTO, ...), an unknown namespace with DC_EUNSUPPORTED.
  * PROVIDE: records us as a provider locally and sends ADD_PROVIDER to the k closest peers;
  *        with 'keep' the key is re-announced after each table refresh and every
  *        DC_KAD_PROVIDER_REPUBLISH_MS (cb fires for the first announcement only).

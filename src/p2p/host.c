@@ -17,10 +17,14 @@
  * which point no frame of ours refers to it any more.
  *
  * Peerstore: a list of peers bounded by max_peers (a new peer evicts the least recently seen
- * one not connected), DC_PEER_MAX_ADDRS addresses each (a new one replaces the least recently
+ * one not connected and not held by the keep_peer hook), indexed by PeerId in a SipHash-keyed
+ * hash table, DC_PEER_MAX_ADDRS addresses each (a new one replaces the least recently
  * seen) and an address TTL applied on the save timer. Changes only mark a peer dirty; the
  * save timer (every peer_save_ms) and dc_host_free() write the dirty ones to peerstore.c's
  * database in one transaction, so no packet ever waits on SQLite.
+ *
+ * Dialing a /dns, /dns4 or /dns6 name resolves it first (uv_getaddrinfo) and then dials the
+ * answers in turn through the same path as an /ip4 or /ip6 address (see struct resolve).
  *
  * Memory: a connection's handles (TCP and timer) are closed with uv_close and the struct is
  * freed by the last close callback; the host itself is freed when its last handle closed
@@ -29,6 +33,7 @@
 #include "p2p/host.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sodium.h>
 #include <string.h>
@@ -76,6 +81,7 @@ struct peer {
     uint64_t backoff_until_ms;
     bool dirty; /* changed since the last save */
     struct peer *next;
+    struct peer *hnext; /* chain in the host's PeerId index */
 };
 
 struct listener {
@@ -96,6 +102,7 @@ struct dial {
 };
 
 struct conn;
+struct resolve;
 
 struct dc_host_stream {
     struct conn *c;
@@ -128,6 +135,7 @@ struct conn {
     struct dc_noise *noise;
     struct dc_yamux *yamux;
     bool has_expected;
+    bool no_backoff; /* one address of a DNS dial: the resolve records the backoff */
     struct dc_peer_id expected, peer;
     struct dc_multiaddr remote; /* the socket peer's address */
     char remote_text[96];
@@ -153,8 +161,16 @@ struct dc_host {
     struct conn *conns;
     size_t n_conns; /* in the list (not yet closing) */
     uint32_t inbound_hs;
-    struct peer *peers;
+    struct peer *peers; /* new peers at the head; loaded ones appended in load order */
     size_t n_peers;
+    /* PeerId -> peer index over 'peers': chained buckets (a power of two, grown to keep one
+     * peer per bucket on average), keyed SipHash so a peer cannot choose ids that collide. */
+    struct peer **peer_buckets;
+    size_t peer_mask;
+    uint8_t peer_hash_key[crypto_shorthash_KEYBYTES];
+    dc_host_keep_peer_cb keep_peer;
+    void *keep_peer_ud;
+    struct resolve *resolves; /* DNS dials resolving or trying their addresses */
     uint32_t max_peers, save_ms;
     uint64_t addr_ttl_ms;
     struct dc_peerstore *ps; /* NULL: memory only */
@@ -202,6 +218,8 @@ static void peers_free_all(struct dc_host *h)
     }
     h->peers = NULL;
     h->n_peers = 0;
+    if (h->peer_buckets != NULL)
+        memset(h->peer_buckets, 0, (h->peer_mask + 1) * sizeof(*h->peer_buckets));
 }
 
 static void host_maybe_free(struct dc_host *h)
@@ -209,6 +227,7 @@ static void host_maybe_free(struct dc_host *h)
     if (!h->closing || h->handles > 0)
         return;
     peers_free_all(h);
+    dc_free(h->peer_buckets);
     for (size_t i = 0; i < h->n_handlers; i++)
         dc_free(h->handlers[i].protocol);
     sodium_memzero(h->psk, sizeof(h->psk));
@@ -265,9 +284,84 @@ static int target_to_sockaddr(const struct dc_multiaddr_target *t, struct sockad
 
 /* ---- peerstore -------------------------------------------------------------------------- */
 
+/* The index: every peer in 'peers' is also in exactly one bucket chain. Lookups are what
+ * every packet path does (connection up or down, identify, ping, dial backoff), so they must
+ * not scan a list of up to max_peers entries; eviction still scans, but only runs when a new
+ * peer arrives at a full peerstore. */
+#define PEER_BUCKETS_MIN 64u
+
+static size_t peer_bucket(const struct dc_host *h, const struct dc_peer_id *id)
+{
+    uint8_t out[crypto_shorthash_BYTES];
+    uint64_t v = 0;
+
+    crypto_shorthash(out, id->bytes, id->len, h->peer_hash_key);
+    for (size_t i = 0; i < sizeof(out); i++)
+        v = v << 8 | out[i];
+    return (size_t)v & h->peer_mask;
+}
+
+/* Doubles the bucket array and rehashes. On allocation failure the old array stays: chains
+ * only get longer, lookups stay correct. */
+static void peer_index_grow(struct dc_host *h)
+{
+    size_t n = (h->peer_mask + 1) * 2;
+    struct peer **nb = dc_calloc(n, sizeof(*nb));
+
+    if (nb == NULL)
+        return;
+    dc_free(h->peer_buckets);
+    h->peer_buckets = nb;
+    h->peer_mask = n - 1;
+    for (struct peer *p = h->peers; p != NULL; p = p->next) {
+        size_t b = peer_bucket(h, &p->info.id);
+        p->hnext = nb[b];
+        nb[b] = p;
+    }
+}
+
+/* Links a new peer at the head of 'peers' (tail: the end) and into the index. */
+static void peer_link(struct dc_host *h, struct peer *p, bool tail)
+{
+    size_t b;
+
+    if (tail) {
+        struct peer **pp = &h->peers;
+        while (*pp != NULL)
+            pp = &(*pp)->next;
+        *pp = p;
+        p->next = NULL;
+    } else {
+        p->next = h->peers;
+        h->peers = p;
+    }
+    h->n_peers++;
+    if (h->n_peers > h->peer_mask + 1) {
+        peer_index_grow(h); /* rehashes 'p' too */
+        return;
+    }
+    b = peer_bucket(h, &p->info.id);
+    p->hnext = h->peer_buckets[b];
+    h->peer_buckets[b] = p;
+}
+
+/* Unlinks '*pp' (a link in 'peers') from the list and the index and frees it. */
+static void peer_unlink_free(struct dc_host *h, struct peer **pp)
+{
+    struct peer *p = *pp;
+    struct peer **hp = &h->peer_buckets[peer_bucket(h, &p->info.id)];
+
+    *pp = p->next;
+    while (*hp != p)
+        hp = &(*hp)->hnext;
+    *hp = p->hnext;
+    h->n_peers--;
+    peer_free(p);
+}
+
 static struct peer *peer_find(const struct dc_host *h, const struct dc_peer_id *id)
 {
-    for (struct peer *p = h->peers; p != NULL; p = p->next)
+    for (struct peer *p = h->peer_buckets[peer_bucket(h, id)]; p != NULL; p = p->hnext)
         if (dc_peer_id_equal(&p->info.id, id))
             return p;
     return NULL;
@@ -281,24 +375,31 @@ static uint64_t peer_recency(const struct dc_peer_info *info)
     return info->last_seen_ms > p->heard_ms ? info->last_seen_ms : p->heard_ms;
 }
 
-/* Drops the least recently heard-of peer that is not connected (ties: the oldest entry, which
- * is the last in the list). Returns false when every peer is connected. */
+/* Drops the least recently heard-of peer that is not connected and that the keep_peer hook
+ * does not hold on to (ties: the oldest entry, which is the last in the list). Returns false
+ * when there is none.
+ *
+ * Why the hook protects peers instead of the peerstore telling the DHT what it dropped: the
+ * routing table takes its peers' addresses from here, and Kademlia deliberately prefers
+ * long-lived peers, replacing one only after it failed a liveness ping. If a flood of new
+ * peers (a DHT answer naming many, identify from many inbound connections) could push
+ * routing-table peers out of the peerstore, whoever sends us peer ids could empty the table
+ * (an eclipse); removing them from the table in step would be the same attack by another
+ * path. The table is small (k per bucket, a few hundred peers in practice) next to max_peers,
+ * so keeping its entries costs little; peers that the table itself evicts lose the protection
+ * and age out here as usual. */
 static bool peer_evict(struct dc_host *h)
 {
     struct peer **victim = NULL;
 
     for (struct peer **pp = &h->peers; *pp != NULL; pp = &(*pp)->next)
         if (!(*pp)->info.connected &&
-            (victim == NULL || peer_recency(&(*pp)->info) <= peer_recency(&(*victim)->info)))
+            (victim == NULL || peer_recency(&(*pp)->info) <= peer_recency(&(*victim)->info)) &&
+            (h->keep_peer == NULL || !h->keep_peer(h->keep_peer_ud, &(*pp)->info.id)))
             victim = pp;
     if (victim == NULL)
         return false;
-    {
-        struct peer *p = *victim;
-        *victim = p->next;
-        peer_free(p);
-        h->n_peers--;
-    }
+    peer_unlink_free(h, victim);
     return true;
 }
 
@@ -315,9 +416,7 @@ static struct peer *peer_get(struct dc_host *h, const struct dc_peer_id *id)
         return NULL;
     p->info.id = *id;
     p->dirty = true;
-    p->next = h->peers;
-    h->peers = p;
-    h->n_peers++;
+    peer_link(h, p, false);
     return p;
 }
 
@@ -382,9 +481,7 @@ static void peers_expire(struct dc_host *h, uint64_t now)
             p->dirty = true;
         }
         if (in->n_addrs == 0 && in->last_seen_ms < min && p->backoff_until_ms < now) {
-            *pp = p->next;
-            peer_free(p);
-            h->n_peers--;
+            peer_unlink_free(h, pp);
             continue;
         }
         pp = &p->next;
@@ -433,7 +530,7 @@ static void on_save_timer(uv_timer_t *t)
 static int peer_load_cb(void *ud, struct dc_peer_info *info)
 {
     struct dc_host *h = ud;
-    struct peer *p, **tail;
+    struct peer *p;
 
     if (dc_peer_id_equal(&info->id, dc_identity_peer_id(h->id)) || peer_find(h, &info->id) ||
         h->n_peers >= h->max_peers) {
@@ -452,10 +549,7 @@ static int peer_load_cb(void *ud, struct dc_peer_info *info)
     p->info.connected = false;
     p->info.identified = false;
     /* Appended: the list stays most recent first, as loaded. */
-    for (tail = &h->peers; *tail != NULL; tail = &(*tail)->next)
-        ;
-    *tail = p;
-    h->n_peers++;
+    peer_link(h, p, true);
     return 0;
 }
 
@@ -1162,14 +1256,18 @@ static void conn_close(struct conn *c, int err)
         h->ev.on_conn_error(h->ud, c->remote_text, c->outbound, err, stage_name(c->state), hint);
     }
     if (c->dial != NULL) {
-        /* A connection that lost the dedup race still means the peer is reachable. */
+        /* A connection that lost the dedup race still means the peer is reachable; one that
+         * reached another PeerId than the dialed one does not (even when we are connected to
+         * that other peer). */
         const struct dc_peer_id *pid = c->noise != NULL ? dc_noise_remote_peer(c->noise) : NULL;
 
-        if (pid != NULL && !h->closing && peer_conn_count(h, pid) > 0) {
+        if (pid != NULL && !h->closing &&
+            (!c->has_expected || dc_peer_id_equal(pid, &c->expected)) &&
+            peer_conn_count(h, pid) > 0) {
             dial_complete(c->dial, 0, pid);
         } else {
             dial_complete(c->dial, err != 0 ? err : DC_ECLOSED, NULL);
-            if (c->has_expected && !h->closing)
+            if (c->has_expected && !c->no_backoff && !h->closing)
                 peer_dial_failed(h, &c->expected);
         }
         c->dial = NULL;
@@ -2051,63 +2149,35 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t timeout_ms,
-                 dc_host_dial_cb cb, void *ud)
+/* Starts a TCP dial to 'sa'. 'expected' (NULL: any peer) is the PeerId Noise must see;
+ * 'no_backoff' leaves a failure out of that PeerId's dial backoff. Returns 0 (cb will fire),
+ * -errno from connect, or DC_ENOMEM. */
+static int dial_sockaddr(struct dc_host *h, const struct sockaddr *sa,
+                         const struct dc_peer_id *expected, bool no_backoff, uint32_t timeout_ms,
+                         dc_host_dial_cb cb, void *ud)
 {
-    struct dc_multiaddr_target t;
-    struct sockaddr_storage ss;
-    const uint8_t *mh;
-    size_t mh_len;
-    struct dc_peer_id expected;
-    bool has_expected = false;
     struct dial *d;
     struct conn *c;
     int rc;
 
-    if (h->closing)
-        return DC_ESTATE;
-    rc = dc_multiaddr_target(ma, &t);
-    if (rc < 0)
-        return rc;
-    rc = target_to_sockaddr(&t, &ss);
-    if (rc < 0)
-        return rc;
-    if (dc_multiaddr_peer_id(ma, &mh, &mh_len) == 0) {
-        if (dc_peer_id_from_bytes(mh, mh_len, &expected) < 0)
-            return DC_EINVAL;
-        if (dc_peer_id_equal(&expected, dc_identity_peer_id(h->id)))
-            return DC_EINVAL;
-        has_expected = true;
-    }
     d = dc_calloc(1, sizeof(*d));
     if (d == NULL)
         return DC_ENOMEM;
     d->h = h;
     d->cb = cb;
     d->ud = ud;
-    if (has_expected && conn_for_peer(h, &expected) != NULL) {
-        dial_complete(d, 0, &expected);
-        return 0;
-    }
-    if (has_expected) {
-        const struct peer *p = peer_find(h, &expected);
-        if (p != NULL && p->backoff_until_ms > now_ms()) {
-            dc_free(d);
-            return DC_EAGAIN;
-        }
-    }
     c = conn_new(h, true);
     if (c == NULL) {
         dc_free(d);
         return DC_ENOMEM;
     }
-    c->has_expected = has_expected;
-    if (has_expected)
-        c->expected = expected;
-    (void)sockaddr_to_multiaddr((struct sockaddr *)&ss, &c->remote, c->remote_text,
-                                sizeof(c->remote_text));
+    c->has_expected = expected != NULL;
+    if (expected != NULL)
+        c->expected = *expected;
+    c->no_backoff = no_backoff;
+    (void)sockaddr_to_multiaddr(sa, &c->remote, c->remote_text, sizeof(c->remote_text));
     c->connect_req.data = c;
-    rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
+    rc = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect);
     if (rc < 0) {
         dc_free(d);
         conn_close(c, 0);
@@ -2116,6 +2186,256 @@ int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t time
     c->dial = d;
     uv_timer_start(&c->timer, on_timer, timeout_ms ? timeout_ms : h->hs_timeout_ms, 0);
     return 0;
+}
+
+/* ---- dialing /dns, /dns4 and /dns6 ------------------------------------------------------
+ *
+ * A DNS dial resolves the name with uv_getaddrinfo (libuv's thread pool) and then dials the
+ * answers one after another, each with what is left of the dial's timeout, until one comes up
+ * as the expected PeerId. The timer bounds the resolution itself (a stuck resolver cannot
+ * hold the dial past its timeout); once the addresses are in, each attempt carries its own
+ * timer. The record lives until the resolution returned, the timer closed and no attempt is
+ * outstanding, whichever comes last; it counts as one of the host's handles so the host
+ * outlives it. */
+
+struct resolve {
+    struct dc_host *h;
+    uv_getaddrinfo_t req;
+    uv_timer_t timer;
+    bool resolving;  /* req outstanding */
+    bool timer_open; /* timer not yet closed */
+    bool attempting; /* an address's dial outstanding */
+    bool reported;   /* cb fired */
+    dc_host_dial_cb cb;
+    void *ud;
+    bool has_expected;
+    struct dc_peer_id expected;
+    uint16_t port;
+    char name[DC_MULTIADDR_MAX_NAME + 1];
+    uint64_t deadline; /* uv_now() */
+    struct addrinfo *ai, *next_ai;
+    int last_err;
+    struct resolve *next;
+};
+
+static void resolve_maybe_free(struct resolve *r)
+{
+    struct dc_host *h = r->h;
+
+    if (r->resolving || r->timer_open || r->attempting)
+        return;
+    for (struct resolve **pp = &h->resolves; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    uv_freeaddrinfo(r->ai);
+    dc_free(r);
+    h->handles--;
+    host_maybe_free(h);
+}
+
+static void on_resolve_timer_closed(uv_handle_t *handle)
+{
+    struct resolve *r = handle->data;
+
+    r->timer_open = false;
+    resolve_maybe_free(r);
+}
+
+/* Reports the outcome once; a failure puts the PeerId in dial backoff like any failed dial. */
+static void resolve_report(struct resolve *r, int status, const struct dc_peer_id *peer)
+{
+    struct dc_host *h = r->h;
+
+    if (r->reported)
+        return;
+    r->reported = true;
+    if (status < 0 && r->has_expected && !h->closing)
+        peer_dial_failed(h, &r->expected);
+    if (r->resolving)
+        (void)uv_cancel((uv_req_t *)&r->req); /* best effort: it may be running already */
+    uv_close((uv_handle_t *)&r->timer, on_resolve_timer_closed);
+    if (r->cb != NULL)
+        r->cb(r->ud, status, status == 0 ? peer : NULL);
+}
+
+static void on_resolve_attempt(void *ud, int status, const struct dc_peer_id *peer);
+
+/* Dials the next resolved address, or reports the end. */
+static void resolve_try_next(struct resolve *r)
+{
+    struct dc_host *h = r->h;
+
+    while (r->next_ai != NULL && !h->closing) {
+        const struct addrinfo *ai = r->next_ai;
+        struct sockaddr_storage ss;
+        uint64_t now = uv_now(h->loop);
+        int rc;
+
+        r->next_ai = ai->ai_next;
+        if (now >= r->deadline) {
+            resolve_report(r, DC_ETIMEDOUT, NULL);
+            return;
+        }
+        memset(&ss, 0, sizeof(ss));
+        if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+            memcpy(&ss, ai->ai_addr, sizeof(struct sockaddr_in));
+            ((struct sockaddr_in *)&ss)->sin_port = htons(r->port);
+        } else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+            memcpy(&ss, ai->ai_addr, sizeof(struct sockaddr_in6));
+            ((struct sockaddr_in6 *)&ss)->sin6_port = htons(r->port);
+        } else {
+            continue;
+        }
+        rc = dial_sockaddr(h, (struct sockaddr *)&ss, r->has_expected ? &r->expected : NULL, true,
+                           (uint32_t)(r->deadline - now), on_resolve_attempt, r);
+        if (rc == 0) {
+            r->attempting = true;
+            return;
+        }
+        r->last_err = rc;
+    }
+    resolve_report(r, h->closing ? DC_ECLOSED : r->last_err, NULL);
+}
+
+static void on_resolve_attempt(void *ud, int status, const struct dc_peer_id *peer)
+{
+    struct resolve *r = ud;
+
+    r->attempting = false;
+    if (status == 0 || status == DC_EPEER || r->reported || r->h->closing)
+        resolve_report(r, status, peer); /* a wrong PeerId is not cured by another address */
+    else {
+        r->last_err = status;
+        resolve_try_next(r);
+    }
+    resolve_maybe_free(r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct resolve *r = req->data;
+    struct dc_host *h = r->h;
+
+    r->resolving = false;
+    r->ai = res;
+    r->next_ai = res;
+    if (!r->reported) {
+        if (status < 0) {
+            /* The dial callback gets DC_ERESOLVE; the event says what the resolver said. */
+            if (status != UV_EAI_CANCELED && !h->closing && h->ev.on_conn_error != NULL)
+                h->ev.on_conn_error(h->ud, r->name, true, DC_ERESOLVE, "DNS resolution",
+                                    uv_strerror(status));
+            resolve_report(r, h->closing ? DC_ECLOSED : DC_ERESOLVE, NULL);
+        } else {
+            r->last_err = DC_ERESOLVE; /* stays when no answer is an address we can use */
+            resolve_try_next(r);
+        }
+    }
+    resolve_maybe_free(r);
+}
+
+static void on_resolve_timer(uv_timer_t *t)
+{
+    struct resolve *r = t->data;
+
+    /* Only the resolution is timed here; address attempts time out on their own. */
+    if (r->resolving)
+        resolve_report(r, DC_ETIMEDOUT, NULL);
+}
+
+static int dial_dns(struct dc_host *h, const struct dc_multiaddr_target *t,
+                    const struct dc_peer_id *expected, uint32_t timeout_ms, dc_host_dial_cb cb,
+                    void *ud)
+{
+    struct resolve *r = dc_calloc(1, sizeof(*r));
+    struct addrinfo hints;
+    int rc;
+
+    if (r == NULL)
+        return DC_ENOMEM;
+    r->h = h;
+    r->cb = cb;
+    r->ud = ud;
+    r->has_expected = expected != NULL;
+    if (expected != NULL)
+        r->expected = *expected;
+    r->port = t->port;
+    snprintf(r->name, sizeof(r->name), "%s", t->host);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = t->host_proto == DC_MA_DNS4   ? AF_INET
+                      : t->host_proto == DC_MA_DNS6 ? AF_INET6
+                                                    : AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    r->req.data = r;
+    rc = uv_getaddrinfo(h->loop, &r->req, on_resolved, r->name, NULL, &hints);
+    if (rc < 0) {
+        dc_free(r);
+        return rc == UV_ENOMEM ? DC_ENOMEM : DC_ERESOLVE;
+    }
+    r->resolving = true;
+    uv_timer_init(h->loop, &r->timer);
+    r->timer.data = r;
+    r->timer_open = true;
+    uv_update_time(h->loop);
+    r->deadline = uv_now(h->loop) + (timeout_ms ? timeout_ms : h->hs_timeout_ms);
+    uv_timer_start(&r->timer, on_resolve_timer, timeout_ms ? timeout_ms : h->hs_timeout_ms, 0);
+    r->next = h->resolves;
+    h->resolves = r;
+    h->handles++;
+    return 0;
+}
+
+int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t timeout_ms,
+                 dc_host_dial_cb cb, void *ud)
+{
+    struct dc_multiaddr_target t;
+    struct sockaddr_storage ss;
+    const uint8_t *mh;
+    size_t mh_len;
+    struct dc_peer_id expected;
+    bool has_expected = false, dns;
+    int rc;
+
+    if (h->closing)
+        return DC_ESTATE;
+    rc = dc_multiaddr_target(ma, &t);
+    if (rc < 0)
+        return rc;
+    dns = t.transport == DC_MA_TCP &&
+          (t.host_proto == DC_MA_DNS || t.host_proto == DC_MA_DNS4 || t.host_proto == DC_MA_DNS6);
+    if (!dns) {
+        rc = target_to_sockaddr(&t, &ss);
+        if (rc < 0)
+            return rc;
+    }
+    if (dc_multiaddr_peer_id(ma, &mh, &mh_len) == 0) {
+        if (dc_peer_id_from_bytes(mh, mh_len, &expected) < 0)
+            return DC_EINVAL;
+        if (dc_peer_id_equal(&expected, dc_identity_peer_id(h->id)))
+            return DC_EINVAL;
+        has_expected = true;
+    }
+    if (has_expected && conn_for_peer(h, &expected) != NULL) {
+        struct dial *d = dc_calloc(1, sizeof(*d));
+        if (d == NULL)
+            return DC_ENOMEM;
+        d->h = h;
+        d->cb = cb;
+        d->ud = ud;
+        dial_complete(d, 0, &expected);
+        return 0;
+    }
+    if (has_expected) {
+        const struct peer *p = peer_find(h, &expected);
+        if (p != NULL && p->backoff_until_ms > now_ms())
+            return DC_EAGAIN;
+    }
+    if (dns)
+        return dial_dns(h, &t, has_expected ? &expected : NULL, timeout_ms, cb, ud);
+    return dial_sockaddr(h, (struct sockaddr *)&ss, has_expected ? &expected : NULL, false,
+                         timeout_ms, cb, ud);
 }
 
 /* ---- the host --------------------------------------------------------------------------- */
@@ -2177,6 +2497,13 @@ int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out)
     h->max_peers = cfg->max_peers ? cfg->max_peers : DC_HOST_DEFAULT_MAX_PEERS;
     h->addr_ttl_ms = cfg->addr_ttl_ms ? cfg->addr_ttl_ms : DC_HOST_ADDR_TTL_MS;
     h->save_ms = cfg->peer_save_ms ? cfg->peer_save_ms : DEFAULT_PEER_SAVE_MS;
+    crypto_shorthash_keygen(h->peer_hash_key);
+    h->peer_buckets = dc_calloc(PEER_BUCKETS_MIN, sizeof(*h->peer_buckets));
+    if (h->peer_buckets == NULL) {
+        rc = DC_ENOMEM;
+        goto err_free;
+    }
+    h->peer_mask = PEER_BUCKETS_MIN - 1;
     rc = dc_host_set_handler(h, DC_IDENTIFY_PROTOCOL_ID, &identify_server_cb, h);
     if (rc == 0)
         rc = dc_host_set_handler(h, DC_IDENTIFY_PUSH_PROTOCOL_ID, &push_server_cb, h);
@@ -2203,7 +2530,9 @@ int dc_host_new(const struct dc_host_config *cfg, struct dc_host **out)
     return 0;
 
 err_free:
-    peers_free_all(h);
+    if (h->peer_buckets != NULL)
+        peers_free_all(h);
+    dc_free(h->peer_buckets);
     for (size_t i = 0; i < h->n_handlers; i++)
         dc_free(h->handlers[i].protocol);
     dc_free(h->agent);
@@ -2234,6 +2563,11 @@ void dc_host_free(struct dc_host *h)
         if (d->cb != NULL)
             d->cb(d->ud, d->status, d->status == 0 ? &d->peer : NULL);
         dc_free(d);
+    }
+    /* DNS dials still resolving; each is freed once its resolver request returned. */
+    for (struct resolve *r = h->resolves, *next; r != NULL; r = next) {
+        next = r->next;
+        resolve_report(r, DC_ECLOSED, NULL);
     }
     for (size_t i = 0; i < h->n_listeners; i++)
         uv_close((uv_handle_t *)&h->listeners[i]->tcp, on_listener_closed);
@@ -2296,6 +2630,12 @@ size_t dc_host_peers(const struct dc_host *h, const struct dc_peer_info **out, s
         out[k] = &p->info;
     }
     return n;
+}
+
+void dc_host_set_keep_peer(struct dc_host *h, dc_host_keep_peer_cb cb, void *ud)
+{
+    h->keep_peer = cb;
+    h->keep_peer_ud = ud;
 }
 
 size_t dc_host_peer_count(const struct dc_host *h)

@@ -149,12 +149,17 @@ const struct dc_peer_id *dc_host_peer_id(const struct dc_host *h);
 typedef void (*dc_host_dial_cb)(void *ud, int status, const struct dc_peer_id *peer);
 
 /*
- * Dials 'ma' (/ip4|/ip6/.../tcp/<port>, optionally ending in /p2p/<id>, which the Noise
- * handshake then checks). 'timeout_ms' 0 means the handshake timeout. 'cb' fires once: with 0
+ * Dials 'ma' (/ip4|/ip6|/dns|/dns4|/dns6/<host>/tcp/<port>, optionally ending in /p2p/<id>,
+ * which the Noise handshake then checks). A DNS name is resolved on libuv's thread pool (dns4:
+ * IPv4 only, dns6: IPv6 only, dns: both, in the resolver's order) and its addresses are
+ * dialed one after another within the one timeout, until one answers as the expected peer.
+ * 'timeout_ms' 0 means the handshake timeout. 'cb' fires once: with 0
  * when a connection to the peer is up (at once, from the loop, if one already was), else with
  * DC_ETIMEDOUT, DC_EPEER (another PeerId answered), -ECONNREFUSED and other -errno,
- * DC_EPROTO/DC_ECORRUPT/DC_ECRYPTO when the upgrade failed, DC_ECLOSED when the host was
- * freed. Returns 0 (cb will fire), DC_EUNSUPPORTED for an address we cannot dial (dns, udp),
+ * DC_EPROTO/DC_ECORRUPT/DC_ECRYPTO when the upgrade failed, DC_ERESOLVE when the name did not
+ * resolve to any address (on_conn_error also fires, with the resolver's reason as the hint),
+ * DC_ECLOSED when the host was freed. Returns 0 (cb will fire), DC_EUNSUPPORTED for an
+ * address we cannot dial (udp, dnsaddr, ...),
  * DC_EINVAL when it names our own PeerId, DC_EAGAIN while that PeerId is in dial backoff
  * (after n consecutive failed dials to it, none for 2^(n-1) s, at most 5 min; reset by any
  * connection with it), DC_ESTATE while shutting down, or DC_ENOMEM.
@@ -271,6 +276,16 @@ size_t dc_host_peers(const struct dc_host *h, const struct dc_peer_info **out, s
 
 /* Peers in the peerstore. */
 size_t dc_host_peer_count(const struct dc_host *h);
+
+/* Asked, while the peerstore looks for a peer to evict, whether 'peer' must be kept (e.g. it
+ * is in the DHT routing table, which takes its addresses from here). Must not call into the
+ * host. */
+typedef bool (*dc_host_keep_peer_cb)(void *ud, const struct dc_peer_id *peer);
+
+/* Installs the eviction hook ('cb' NULL removes it); 'ud' is passed to it. The DHT installs
+ * one for its routing table (see peer_evict in host.c for why peers are kept rather than
+ * dropped from the table). */
+void dc_host_set_keep_peer(struct dc_host *h, dc_host_keep_peer_cb cb, void *ud);
 
 /* Why the peerstore database is not in use (empty when it is, or when none was asked for),
  * or the last error saving to it. */

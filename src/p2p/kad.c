@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "base/varint.h"
+#include "p2p/record.h"
 
 #define MAX_VALIDATORS  16
 #define NS_MAX          64
@@ -141,7 +142,7 @@ struct rt_bucket {
 
 struct validator {
     char ns[NS_MAX];
-    bool unsupported; /* namespace known, records refused (ipns) */
+    bool unsupported; /* namespace known, records refused (none built in today) */
     struct dc_kad_validator v;
 };
 
@@ -212,7 +213,7 @@ void dc_kad_config_default(struct dc_kad_config *cfg, const struct dc_peer_id *s
 int dc_kad_new(const struct dc_kad_config *cfg, struct dc_kad **out)
 {
     struct dc_kad *kad;
-    struct dc_kad_validator pk = {.validate = pk_validate};
+    struct dc_kad_validator pk = {.validate = pk_validate}, ipns;
 
     *out = NULL;
     if (cfg->self.len == 0 || cfg->self.len > DC_PEER_ID_MAX || cfg->k > 64 || cfg->alpha > 16 ||
@@ -244,11 +245,12 @@ int dc_kad_new(const struct dc_kad_config *cfg, struct dc_kad **out)
     kkey_of_peer(&cfg->self, &kad->self_key);
     kad->next_req_id = 1;
     randombytes_buf(kad->hash_key, sizeof(kad->hash_key));
-    /* Built-in namespaces: /pk (checked), /ipns (refused until IPNS validation exists). */
+    /* Built-in namespaces: /pk and /ipns (record.h). */
+    dc_ipns_validator(&ipns);
     strcpy(kad->validators[0].ns, "pk");
     kad->validators[0].v = pk;
     strcpy(kad->validators[1].ns, "ipns");
-    kad->validators[1].unsupported = true;
+    kad->validators[1].v = ipns;
     kad->n_validators = 2;
     *out = kad;
     return 0;

@@ -269,9 +269,9 @@ struct dc_kad_config {
 void dc_kad_config_default(struct dc_kad_config *cfg, const struct dc_peer_id *self);
 
 /*
- * Creates a node. 'cfg' is copied. The /pk validator is installed, and /ipns is registered
- * as a namespace whose records are refused with DC_EUNSUPPORTED (IPNS validation is not
- * implemented yet, so we never store or return an IPNS record we could not check).
+ * Creates a node. 'cfg' is copied. The /pk and /ipns validators are installed (/ipns: the
+ * IPNS record spec's checks and selector, Ed25519 keys only; see p2p/record.h); other
+ * namespaces, /democritus among them, need dc_kad_set_validator().
  * Returns 0 with '*out' owning the node (dc_kad_free), DC_EINVAL for a bad config (empty
  * self id, k or alpha or replacements out of range), DC_ECRYPTO when libsodium cannot
  * initialise (the stores' hash key is random), or DC_ENOMEM.
@@ -292,8 +292,8 @@ DC_MUST_CHECK int dc_kad_set_validator(struct dc_kad *kad, const char *ns,
 
 /*
  * Validates 'value' for 'key' with the validator of its namespace. Returns 0, DC_EUNSUPPORTED
- * when no validator handles the namespace (or it is /ipns), DC_ELIMIT for an oversized key
- * or value, or the validator's error.
+ * when no validator handles the namespace, DC_ELIMIT for an oversized key or value, or the
+ * validator's error.
  */
 DC_MUST_CHECK int dc_kad_validate(struct dc_kad *kad, const uint8_t *key, size_t key_len,
                                   const uint8_t *value, size_t value_len, uint64_t now_ms);
@@ -535,7 +535,7 @@ const struct dc_kad_peer_info *dc_kad_lookup_providers(const struct dc_kad_looku
  * Returns 0 (send '*resp'), DC_KAD_NO_RESPONSE, or an error after which the host resets the
  * stream: DC_ESTATE in client mode; DC_EPROTO for an unknown type or a request missing its
  * key or record; DC_ELIMIT when a store is full; the validator's error (DC_ECRYPTO,
- * DC_ECORRUPT, DC_EUNSUPPORTED for /ipns and unknown namespaces...); DC_ENOMEM.
+ * DC_ECORRUPT, DC_ETIMEDOUT, DC_EUNSUPPORTED for unknown namespaces...); DC_ENOMEM.
  */
 DC_MUST_CHECK int dc_kad_handle_request(struct dc_kad *kad, const struct dc_peer_id *from,
                                         const struct dc_kad_msg *req, uint64_t now_ms,

@@ -2,13 +2,16 @@
 // P2P between real daemons on loopback: the ready line names dialable /p2p/ addresses, a second
 // daemon bootstraps from the first and both log the connection and identify; daemons in a
 // private swarm connect with the same PSK and refuse one with another key, saying why; SIGTERM
-// still stops a daemon with connections open within 2 s.
+// still stops a daemon with connections open within 2 s; /dns4 names work for --bootstrap and
+// `democritus ping`, and one that does not resolve is reported as such.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, waitFor } from './lib.mjs';
+import {
+  startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, waitFor, run,
+} from './lib.mjs';
 
 async function stop(d) {
   const t0 = Date.now();
@@ -51,6 +54,32 @@ test('p2p: bootstrap connects two daemons, identify both ways, clean SIGTERM', a
     await stop(a);
     await waitFor(() => b.stderr().includes(`disconnected from ${ra.peer}`), 5000, 'b saw a go');
     await stop(b);
+  } finally {
+    killAll();
+    removeDir(root);
+  }
+});
+
+test('p2p: /dns4 multiaddrs for --bootstrap and ping; an unresolvable name says so', async () => {
+  const root = tempDir();
+  try {
+    const a = startDaemon(loopbackFlags(join(root, 'a')));
+    const ra = parseReady(await a.ready);
+    const dns = ra.p2p.split(',')[0].replace('/ip4/127.0.0.1/', '/dns4/localhost/');
+    assert.match(dns, /^\/dns4\/localhost\/tcp\/\d+\/p2p\//);
+
+    const b = startDaemon([...loopbackFlags(join(root, 'b')), '--bootstrap', dns]);
+    await b.ready;
+    await waitFor(() => b.stderr().includes(`connected to ${ra.peer}`), 10000, 'b connected');
+
+    let r = run(['ping', dns, '-n', '1'], { timeout: 20000 });
+    assert.equal(r.status, 0, `ping ${dns}:\n${r.stdout}${r.stderr}`);
+    r = run(['ping', '/dns4/democritus-test.invalid/tcp/4001', '-n', '1'], { timeout: 20000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /name resolution failed/);
+
+    await stop(b);
+    await stop(a);
   } finally {
     killAll();
     removeDir(root);

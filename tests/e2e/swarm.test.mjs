@@ -5,7 +5,7 @@
 // `democritus dht findprovs` client looks up all 20 keys: each must come back with the right
 // provider within 30 s. After 5 nodes are killed (SIGKILL, the bootstrap node among them),
 // lookups through the survivors still find every key.
-// Persistence: a record stored on a daemon survives its restart (SQLite in state_dir).
+// Persistence: a signed record stored on a daemon survives its restart (SQLite in state_dir).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -15,6 +15,8 @@ import {
 } from './lib.mjs';
 
 const N = 20;
+// A PeerId that is not the daemon's (any valid one).
+const OTHER_PEER = '12D3KooWMyT95pDZ6F1C6XqWkrnC9ZBetx7vijmCcpvdXrujwo7o';
 const KILL = [0, 4, 8, 12, 16];
 
 function dc(args, timeout = 30000) {
@@ -117,8 +119,15 @@ test('swarm: DHT records persist across a daemon restart (SQLite in state_dir)',
     const dir = join(root, 'a');
     let a = startDaemon([...loopbackFlags(dir), '--no-model']);
     let ready = parseReady(await a.ready);
-    const key = `/democritus/persist/${Math.random()}`;
-    let r = await dc(['dht', 'put', key, 'kept', '--bootstrap', ready.p2p.split(',')[0]]);
+    // /democritus/ records are signed with the node's key (read from its state dir): the key
+    // ends with its PeerId. A key naming another peer is refused before anything is sent.
+    const key = `/democritus/persist/${ready.peer}`;
+    let r = await dc(['dht', 'put', `/democritus/persist/${OTHER_PEER}`, 'x', '--state-dir', dir,
+      '--bootstrap', ready.p2p.split(',')[0]]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, new RegExp(`must be /democritus/<kind>/<PeerId> ending with this node's PeerId, ${ready.peer}`));
+    r = await dc(['dht', 'put', key, 'kept', '--state-dir', dir,
+      '--bootstrap', ready.p2p.split(',')[0]]);
     assert.equal(r.status, 0, r.stderr);
     a.proc.kill('SIGTERM');
     assert.equal((await a.exited).code, 0, a.stderr());
@@ -128,6 +137,9 @@ test('swarm: DHT records persist across a daemon restart (SQLite in state_dir)',
     r = await dc(['dht', 'get', key, '--bootstrap', ready.p2p.split(',')[0]]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'kept\n');
+    r = await dc(['dht', 'get', '--raw', key, '--bootstrap', ready.p2p.split(',')[0]]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.includes('/democritus/record/1'), 'raw: the signed envelope');
     a.proc.kill('SIGTERM');
     await waitFor(() => a.proc.exitCode !== null, 5000, 'exit');
     assert.equal(a.proc.exitCode, 0, a.stderr());

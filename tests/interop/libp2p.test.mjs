@@ -7,6 +7,12 @@
 //   - DHT PUT/GET and PROVIDE/FIND_PROVIDERS cross implementations both ways, on
 //     /democritus/kad/1.0.0 and, with --ipfs-dht true, on /ipfs/kad/1.0.0 (our side through the
 //     daemon as a DHT server, through `democritus dht ...`, and a daemon's own --provide);
+//     /democritus/ values are signed envelopes that js seals and opens with libp2p's own
+//     RecordEnvelope (@libp2p/peer-record), so each side checks the other's signatures;
+//   - IPNS: js makes a real IPNS record for its key (DAG-CBOR data by cborg, signed by
+//     @libp2p/crypto; the `ipns` package is not installed - its releases want other versions of
+//     cborg, multiformats and interface-datastore than libp2p 3 brings), our daemon stores and
+//     serves it, and refuses a tampered one;
 //   - pnet: with the same PSK both sides connect, with another PSK neither can.
 // Node 20 lacks Promise.withResolvers, which js-libp2p 3 uses: polyfilled first.
 if (typeof Promise.withResolvers !== 'function') {
@@ -35,7 +41,10 @@ const { ping } = await import('@libp2p/ping');
 const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht');
 const { preSharedKey } = await import('@libp2p/pnet');
 const { multiaddr } = await import('@multiformats/multiaddr');
-const { peerIdFromString } = await import('@libp2p/peer-id');
+const { peerIdFromString, peerIdFromPublicKey } = await import('@libp2p/peer-id');
+const { generateKeyPair } = await import('@libp2p/crypto/keys');
+const { RecordEnvelope } = await import('@libp2p/peer-record');
+const cborg = await import('cborg');
 const { CID } = await import('multiformats/cid');
 const { sha256 } = await import('multiformats/hashes/sha2');
 
@@ -44,10 +53,111 @@ const dec = new TextDecoder();
 const root = tempDir('dc-interop-');
 after(() => { killAll(); removeDir(root); });
 
-// A js-libp2p node on loopback. Our records live under /democritus/: js needs a validator and
-// a selector for that namespace (ours accepts opaque values for now; see src/p2p/dht.c).
-async function jsNode({ psk, protocol = '/democritus/kad/1.0.0', push = false } = {}) {
+// ---- records: protobuf by hand, Democritus envelopes, IPNS ----------------------------------
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+function pbVarint(v) {
+  let n = BigInt(v);
+  const out = [];
+  while (n >= 0x80n) { out.push(Number(n & 0x7fn) | 0x80); n >>= 7n; }
+  out.push(Number(n));
+  return Uint8Array.from(out);
+}
+
+const pbBytes = (field, b) => concat([pbVarint((field << 3) | 2), pbVarint(b.length), b]);
+const pbUint = (field, v) => concat([pbVarint(field << 3), pbVarint(v)]);
+
+// Decodes a flat protobuf message into { field: BigInt | Uint8Array } (last one wins).
+function pbFields(buf) {
+  const f = {};
+  let i = 0;
+  const varint = () => {
+    let v = 0n;
+    for (let s = 0n; ; s += 7n) {
+      if (i >= buf.length || s > 63n) throw new Error('bad varint');
+      const b = buf[i++];
+      v |= BigInt(b & 0x7f) << s;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (i < buf.length) {
+    const tag = Number(varint());
+    if ((tag & 7) === 0) f[tag >> 3] = varint();
+    else if ((tag & 7) === 2) {
+      const n = Number(varint());
+      if (i + n > buf.length) throw new Error('truncated');
+      f[tag >> 3] = buf.subarray(i, i + n);
+      i += n;
+    } else throw new Error('unexpected wire type');
+  }
+  return f;
+}
+
+// A Democritus record (docs/protocols.md): an RFC 0002 envelope sealed by js-libp2p itself.
+const DC_DOMAIN = 'democritus-record';
+const DC_TYPE = enc.encode('/democritus/record/1');
+
+async function democritusRecord(privateKey, key, body, seq = BigInt(Date.now())) {
+  const payload = concat([pbBytes(1, enc.encode(key)), pbUint(2, seq),
+    pbUint(3, BigInt(Date.now() + 3600000)), pbBytes(4, enc.encode(body))]);
+  const env = await RecordEnvelope.seal({ domain: DC_DOMAIN, codec: DC_TYPE, marshal: () => payload },
+    privateKey);
+  return env.marshal();
+}
+
+// Opens a record as js's validator does; returns { body, seq } or throws.
+async function democritusOpen(key, value) {
+  const env = await RecordEnvelope.openAndCertify(value, DC_DOMAIN);
+  if (dec.decode(env.payloadType) !== dec.decode(DC_TYPE)) throw new Error('payload type');
+  const p = pbFields(env.payload);
+  const text = dec.decode(key);
+  if (text.split('/').at(-1) !== peerIdFromPublicKey(env.publicKey).toString()) {
+    throw new Error('the key does not end with the signer\'s PeerId');
+  }
+  if (p[1] == null || dec.decode(p[1]) !== text) throw new Error('signed for another key');
+  if (!(p[3] > BigInt(Date.now()))) throw new Error('expired');
+  return { body: dec.decode(p[4] ?? new Uint8Array()), seq: p[2] ?? 0n };
+}
+
+function democritusSelect(key, values) {
+  let best = 0;
+  let bestSeq = -1n;
+  values.forEach((v, i) => {
+    const seq = pbFields(RecordEnvelope.createFromProtobuf(v).payload)[2] ?? 0n;
+    if (seq > bestSeq) { best = i; bestSeq = seq; }
+  });
+  return best;
+}
+
+// An IPNS record (IPNS record spec): signed DAG-CBOR data plus the V1 copies of its fields.
+// 'tamper' changes the Value after signing (data and V1 copy alike): only the signature can
+// tell.
+async function ipnsRecord(privateKey, value, seq, { tamper = null } = {}) {
+  const validity = enc.encode(new Date(Date.now() + 3600000).toISOString().replace(/Z$/, '000000Z'));
+  const fields = (v) => ({ Value: enc.encode(v), Validity: validity, ValidityType: 0,
+    Sequence: BigInt(seq), TTL: 60000000000n });
+  const signedData = cborg.encode(fields(value));
+  const sig = await privateKey.sign(concat([enc.encode('ipns-signature:'), signedData]));
+  const shown = tamper ?? value;
+  const data = tamper ? cborg.encode(fields(tamper)) : signedData;
+  return concat([pbBytes(1, enc.encode(shown)), pbBytes(2, sig), pbUint(3, 0), pbBytes(4, validity),
+    pbUint(5, seq), pbUint(6, 60000000000n), pbBytes(8, sig), pbBytes(9, data)]);
+}
+
+// A js-libp2p node on loopback. Our records live under /democritus/: js validates them as ours
+// does (democritusOpen) and picks the highest seq. js checks what it PUTs itself, so its /ipns
+// validator lets everything through: the IPNS test is about what ours accepts. 'lax' does the
+// same for /democritus/, to send ours records it must refuse.
+async function jsNode({ psk, protocol = '/democritus/kad/1.0.0', push = false, privateKey,
+  lax = false } = {}) {
   return createLibp2p({
+    ...(privateKey ? { privateKey } : {}),
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
@@ -64,8 +174,11 @@ async function jsNode({ psk, protocol = '/democritus/kad/1.0.0', push = false } 
         protocol,
         clientMode: false,
         peerInfoMapper: passthroughMapper, // keep loopback addresses
-        validators: { democritus: async () => {} },
-        selectors: { democritus: () => 0 },
+        validators: {
+          democritus: lax ? async () => {} : async (key, value) => { await democritusOpen(key, value); },
+          ipns: async () => {},
+        },
+        selectors: { democritus: democritusSelect, ipns: () => 0 },
       }),
     },
   });
@@ -100,17 +213,24 @@ async function stop(d) {
   assert.equal(code, 0, `daemon exit code; stderr:\n${d.stderr()}`);
 }
 
+// 'key' is text or bytes, 'value' bytes. True when a peer answered the PUT_VALUE with the
+// record (FIND_NODE answers of the lookup before it do not count).
 async function jsPut(node, key, value) {
   let ok = false;
-  for await (const ev of node.services.dht.put(enc.encode(key), enc.encode(value))) {
-    if (ev.name === 'PEER_RESPONSE') ok = true;
-  }
+  const k = typeof key === 'string' ? enc.encode(key) : key;
+  try {
+    for await (const ev of node.services.dht.put(k, value)) {
+      if (ev.name === 'PEER_RESPONSE' && ev.record != null &&
+        Buffer.from(ev.record.value).equals(Buffer.from(value))) ok = true;
+    }
+  } catch { /* no peer took it */ }
   return ok;
 }
 
+// The value js finds for 'key' (bytes), or null.
 async function jsGet(node, key) {
   for await (const ev of node.services.dht.get(enc.encode(key))) {
-    if (ev.name === 'VALUE') return dec.decode(ev.value);
+    if (ev.name === 'VALUE') return ev.value;
   }
   return null;
 }
@@ -196,19 +316,36 @@ test('ours dials js: daemon bootstrap and `democritus ping` (identify + ping)', 
 
 test('DHT /democritus/kad/1.0.0: js PUT/PROVIDE -> ours GET/FINDPROVS, ours PUT/PROVIDE -> js', async () => {
   const a = await daemon('c');
-  const js = await jsNode();
+  const jsKey = await generateKeyPair('Ed25519');
+  const js = await jsNode({ privateKey: jsKey });
   try {
     await js.dial(multiaddr(a.addr));
     await waitForAsync(async () => (await js.services.dht.routingTable.size) > 0 || null, 10000,
       'js has our daemon in its routing table');
     const jsAddr = js.getMultiaddrs()[0].toString();
 
-    // js -> ours: js stores on our daemon (a DHT server); our CLI reads it through the daemon.
-    const key = `/democritus/interop/js-${Math.random()}`;
-    assert.ok(await jsPut(js, key, 'from-js'), 'js PUT got an answer');
+    // js -> ours: js stores a record it sealed on our daemon (a DHT server); our CLI reads it
+    // through the daemon, checks the signature and prints the body.
+    const key = `/democritus/interop/${js.peerId}`;
+    assert.ok(await jsPut(js, key, await democritusRecord(jsKey, key, 'from-js')),
+      'js PUT got an answer');
     let r = await dc(['dht', 'get', key, '--bootstrap', a.addr]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'from-js\n');
+    // A record js signed for a key that is not its own is refused by ours.
+    const stolen = `/democritus/interop/${a.peer}`;
+    const forged = await democritusRecord(jsKey, stolen, 'forged');
+    const lax = await jsNode({ lax: true }); // js would refuse to send it otherwise
+    try {
+      await lax.dial(multiaddr(a.addr));
+      await waitForAsync(async () => (await lax.services.dht.routingTable.size) > 0 || null,
+        10000, 'the lax js node knows our daemon');
+      assert.equal(await jsPut(lax, stolen, forged), false, 'ours refused the forged record');
+      r = await dc(['dht', 'get', stolen, '--bootstrap', a.addr]);
+      assert.equal(r.status, 1, `nothing stored under ${stolen}: ${r.stdout}`);
+    } finally {
+      await lax.stop();
+    }
     const cid = await newCid('js');
     await jsProvide(js, cid);
     r = await dc(['dht', 'findprovs', cid.toString(), '--bootstrap', a.addr]);
@@ -219,13 +356,24 @@ test('DHT /democritus/kad/1.0.0: js PUT/PROVIDE -> ours GET/FINDPROVS, ours PUT/
     assert.equal(r.stdout, 'from-js\n', r.stderr);
     r = await dc(['dht', 'findprovs', cid.toString(), '--bootstrap', jsAddr]);
     assert.match(r.stdout, new RegExp(`^${cid} ${js.peerId}`, 'm'), r.stderr);
+    // A newer version replaces it; an older one (lower seq) does not (js keeps
+    // the stale one itself: its put stores locally first; our CLI picks the highest seq).
+    assert.ok(await jsPut(js, key, await democritusRecord(jsKey, key, 'from-js-2')));
+    await jsPut(js, key, await democritusRecord(jsKey, key, 'stale', 1n));
+    r = await dc(['dht', 'get', key, '--bootstrap', a.addr]);
+    assert.equal(r.stdout, 'from-js-2\n', r.stderr);
 
     // ours -> js: our CLI stores and provides with js as its only entry point; js finds both.
-    const key2 = `/democritus/interop/ours-${Math.random()}`;
-    r = await dc(['dht', 'put', key2, 'from-ours', '--bootstrap', jsAddr]);
+    // The CLI signs with the node key of its state dir, whose PeerId ends the key; js checks
+    // our envelope with RecordEnvelope.openAndCertify.
+    const cliDir = join(root, 'cli-c');
+    r = await dc(['id', '--state-dir', cliDir]);
+    assert.equal(r.status, 0, r.stderr);
+    const key2 = `/democritus/interop/${r.stdout.trim()}`;
+    r = await dc(['dht', 'put', key2, 'from-ours', '--state-dir', cliDir, '--bootstrap', jsAddr]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /stored on [1-9]\d* peer\(s\)/);
-    assert.equal(await jsGet(js, key2), 'from-ours');
+    assert.equal((await democritusOpen(enc.encode(key2), await jsGet(js, key2))).body, 'from-ours');
     const cid2 = await newCid('ours');
     r = await dc(['dht', 'provide', cid2.toString(), '--bootstrap', jsAddr]);
     assert.equal(r.status, 0, r.stderr);
@@ -247,14 +395,15 @@ test('DHT /democritus/kad/1.0.0: js PUT/PROVIDE -> ours GET/FINDPROVS, ours PUT/
 
 test('DHT /ipfs/kad/1.0.0 with --ipfs-dht true: PUT/GET and PROVIDE/FINDPROVS both ways', async () => {
   const a = await daemon('e', ['--ipfs-dht', 'true']);
-  const js = await jsNode({ protocol: '/ipfs/kad/1.0.0' });
+  const jsKey = await generateKeyPair('Ed25519');
+  const js = await jsNode({ protocol: '/ipfs/kad/1.0.0', privateKey: jsKey });
   try {
     assert.match(a.stderr(), /DHT: \/ipfs\/kad\/1\.0\.0 in server mode/);
     await js.dial(multiaddr(a.addr));
     await waitForAsync(async () => (await js.services.dht.routingTable.size) > 0 || null, 10000,
       'js has our daemon in its /ipfs/kad routing table');
-    const key = `/democritus/ipfs-kad/${Math.random()}`;
-    assert.ok(await jsPut(js, key, 'v1'));
+    const key = `/democritus/ipfs-kad/${js.peerId}`;
+    assert.ok(await jsPut(js, key, await democritusRecord(jsKey, key, 'v1')));
     let r = await dc(['dht', 'get', key, '--ipfs-dht', 'true', '--bootstrap', a.addr]);
     assert.equal(r.stdout, 'v1\n', r.stderr);
     const cid = await newCid('ipfs');
@@ -264,6 +413,47 @@ test('DHT /ipfs/kad/1.0.0 with --ipfs-dht true: PUT/GET and PROVIDE/FINDPROVS bo
     assert.ok(provs.size >= 1, 'js found the provider through our daemon');
   } finally {
     await js.stop();
+    await stop(a);
+  }
+});
+
+test('IPNS: js PUTs a real IPNS record for its key, ours validates, stores and serves it; a tampered one is refused', async () => {
+  const a = await daemon('g');
+  const jsKey = await generateKeyPair('Ed25519');
+  const js = await jsNode({ privateKey: jsKey });
+  let stopped = false;
+  try {
+    await js.dial(multiaddr(a.addr));
+    await waitForAsync(async () => (await js.services.dht.routingTable.size) > 0 || null, 10000,
+      'js has our daemon in its routing table');
+    // /ipns/<binary PeerId>; the CLI takes the PeerId as text.
+    const key = concat([enc.encode('/ipns/'), js.peerId.toMultihash().bytes]);
+    const name = `/ipns/${js.peerId}`;
+    const value = `/ipfs/${await newCid('ipns')}`;
+
+    // Tampered: the Value was changed after signing. Ours resets the PUT stream, stores nothing.
+    const bad = await ipnsRecord(jsKey, value, 1, { tamper: '/ipfs/bafkqaaa' });
+    assert.equal(await jsPut(js, key, bad), false, 'ours refused the tampered record');
+    let r = await dc(['dht', 'get', name, '--bootstrap', a.addr]);
+    assert.equal(r.status, 1, `no valid record anywhere (js holds the tampered one): ${r.stdout}`);
+
+    // The real record: stored by ours. With js gone (it holds the record too), our CLI can
+    // only find it on our daemon: it prints the Value, and with --raw the record byte for byte.
+    const good = await ipnsRecord(jsKey, value, 2);
+    assert.ok(await jsPut(js, key, good), 'ours stored the IPNS record');
+    await js.stop();
+    stopped = true;
+    r = await dc(['dht', 'get', name, '--bootstrap', a.addr]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${value}\n`);
+    const raw = await new Promise((resolve) => {
+      execFile(BIN, ['dht', 'get', '--raw', name, '--bootstrap', a.addr],
+        { encoding: 'buffer', timeout: 30000, env: cleanEnv() }, (err, stdout) => resolve(stdout));
+    });
+    assert.ok(raw.equals(Buffer.concat([Buffer.from(good), Buffer.from('\n')])),
+      'our daemon serves the record byte for byte');
+  } finally {
+    if (!stopped) await js.stop();
     await stop(a);
   }
 });

@@ -5,10 +5,12 @@
  * ping RTT, a custom protocol echoing 1 MiB, a dial with the wrong expected PeerId (which then
  * is in dial backoff), pnet with the same and with different keys, dial timeout and refusal,
  * simultaneous dials (dedup), idle close, identify push (a handler registered and a listener
- * added after the connection reach the peer), and shutdown with connections and streams open
- * (leaks show up under ASan).
+ * added after the connection reach the peer), shutdown with connections and streams open
+ * (leaks show up under ASan), dialing /dns4 and /dns names (and one that does not resolve),
+ * and the peerstore's PeerId index and eviction hook with thousands of peers.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -527,7 +529,7 @@ static void test_dial_timeout_and_refused(void **state)
     assert_true(r.status == -ECONNREFUSED || r.status == DC_ETIMEDOUT);
 
     /* Addresses we cannot dial. */
-    assert_int_equal(dc_multiaddr_parse("/dns4/example.com/tcp/1", &ma, NULL), 0);
+    assert_int_equal(dc_multiaddr_parse("/dnsaddr/example.com/tcp/1", &ma, NULL), 0);
     assert_int_equal(dc_host_dial(T.n[1].host, &ma, 0, dial_cb, &r), DC_EUNSUPPORTED);
     assert_int_equal(dc_multiaddr_parse("/ip4/127.0.0.1/udp/1", &ma, NULL), 0);
     assert_int_equal(dc_host_dial(T.n[1].host, &ma, 0, dial_cb, &r), DC_EUNSUPPORTED);
@@ -661,6 +663,166 @@ static void test_shutdown_with_open_streams(void **state)
     /* teardown runs the loop to let every handle close; ASan reports any leak. */
 }
 
+/* /dns4, /dns and a name that does not resolve. */
+static void test_dns_dial(void **state)
+{
+    struct dc_multiaddr a_addr, ma;
+    struct dc_multiaddr_target t;
+    const struct dc_peer_id *a_id;
+    struct dial_result r = {0};
+    char text[256];
+
+    (void)state;
+    node_start(0, NULL, 0);
+    node_start(1, NULL, 0);
+    node_start(2, NULL, 0);
+    node_listen(0, &a_addr);
+    a_id = dc_host_peer_id(T.n[0].host);
+    assert_int_equal(dc_multiaddr_target(&a_addr, &t), 0);
+
+    /* /dns4/localhost: resolved to 127.0.0.1, the PeerId still checked. */
+    snprintf(text, sizeof(text), "/dns4/localhost/tcp/%u", (unsigned)t.port);
+    assert_int_equal(dc_multiaddr_parse(text, &ma, NULL), 0);
+    assert_int_equal(dc_multiaddr_append_p2p(&ma, a_id->bytes, a_id->len), 0);
+    connect_nodes(1, 0, &ma);
+    assert_true(dc_host_is_connected(T.n[1].host, a_id));
+
+    /* A name that does not resolve: DC_ERESOLVE, and the event names the stage. */
+    assert_int_equal(dc_multiaddr_parse("/dns4/democritus-test.invalid/tcp/4001", &ma, NULL), 0);
+    assert_int_equal(dc_host_dial(T.n[2].host, &ma, 5000, dial_cb, &r), 0);
+    assert_int_equal(r.done, 0);
+    assert_true(wait_until(&r.done, 1, 10000));
+    assert_int_equal(r.status, DC_ERESOLVE);
+    assert_int_equal(T.n[2].conn_errors, 1);
+    assert_int_equal(T.n[2].last_conn_err, DC_ERESOLVE);
+    assert_string_equal(dc_strerror(DC_ERESOLVE), "name resolution failed");
+
+    /* /dns/localhost may answer ::1 first, where nobody listens: the next address is tried
+     * within the same dial. */
+    snprintf(text, sizeof(text), "/dns/localhost/tcp/%u", (unsigned)t.port);
+    assert_int_equal(dc_multiaddr_parse(text, &ma, NULL), 0);
+    assert_int_equal(dc_multiaddr_append_p2p(&ma, a_id->bytes, a_id->len), 0);
+    connect_nodes(2, 0, &ma);
+
+    /* The wrong PeerId behind a name is refused like behind an address. */
+    {
+        struct dc_identity *other;
+        const struct dc_peer_id *pid;
+
+        assert_int_equal(dc_identity_generate(&other), 0);
+        pid = dc_identity_peer_id(other);
+        snprintf(text, sizeof(text), "/dns4/localhost/tcp/%u", (unsigned)t.port);
+        assert_int_equal(dc_multiaddr_parse(text, &ma, NULL), 0);
+        assert_int_equal(dc_multiaddr_append_p2p(&ma, pid->bytes, pid->len), 0);
+        r.done = 0;
+        assert_int_equal(dc_host_dial(T.n[2].host, &ma, 5000, dial_cb, &r), 0);
+        assert_true(wait_until(&r.done, 1, 10000));
+        assert_int_equal(r.status, DC_EPEER);
+        /* ... and puts that PeerId in backoff. */
+        assert_int_equal(dc_host_dial(T.n[2].host, &ma, 5000, dial_cb, &r), DC_EAGAIN);
+        dc_identity_free(other);
+    }
+
+    /* Freeing the host while a name resolves reports DC_ECLOSED from inside the free. */
+    snprintf(text, sizeof(text), "/dns4/localhost/tcp/%u", (unsigned)t.port);
+    assert_int_equal(dc_multiaddr_parse(text, &ma, NULL), 0);
+    r.done = 0;
+    assert_int_equal(dc_host_dial(T.n[2].host, &ma, 5000, dial_cb, &r), 0);
+    node_stop(2);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.status, DC_ECLOSED);
+}
+
+/* PeerIds that cost no key generation: sha2-256 multihashes of a counter. */
+static void fake_peer(uint32_t i, struct dc_peer_id *out)
+{
+    uint8_t mh[34] = {0x12, 0x20};
+
+    crypto_hash_sha256(mh + 2, (const uint8_t *)&i, sizeof(i));
+    assert_int_equal(dc_peer_id_from_bytes(mh, sizeof(mh), out), 0);
+}
+
+#define KEEP_N 10
+static struct dc_peer_id keep_ids[KEEP_N];
+static int keep_asked;
+
+static bool keep_cb(void *ud, const struct dc_peer_id *peer)
+{
+    (void)ud;
+    keep_asked++;
+    for (int i = 0; i < KEEP_N; i++)
+        if (dc_peer_id_equal(&keep_ids[i], peer))
+            return true;
+    return false;
+}
+
+/* Thousands of peers through the PeerId index: every one found, evictions keep the index in
+ * step (an evicted peer is gone, its replacement found), the keep hook protects peers. */
+static void test_peerstore_many(void **state)
+{
+    enum { N = 3000, MORE = 500 };
+    struct dc_host_config cfg = {0};
+    struct dc_multiaddr ma;
+    struct dc_peer_id id;
+
+    (void)state;
+    memset(&T.n[0], 0, sizeof(T.n[0]));
+    assert_int_equal(dc_identity_generate(&T.n[0].id), 0);
+    cfg.loop = &T.loop;
+    cfg.identity = T.n[0].id;
+    cfg.max_peers = N;
+    assert_int_equal(dc_host_new(&cfg, &T.n[0].host), 0);
+    assert_int_equal(dc_multiaddr_parse("/ip4/10.0.0.1/tcp/4001", &ma, NULL), 0);
+    for (uint32_t i = 0; i < N; i++) {
+        fake_peer(i, &id);
+        assert_int_equal(dc_host_add_peer_addrs(T.n[0].host, &id, &ma, 1), 0);
+    }
+    assert_int_equal(dc_host_peer_count(T.n[0].host), N);
+    for (uint32_t i = 0; i < N; i++) {
+        fake_peer(i, &id);
+        assert_non_null(dc_host_peer_info(T.n[0].host, &id));
+    }
+    fake_peer(N + MORE, &id);
+    assert_null(dc_host_peer_info(T.n[0].host, &id));
+
+    /* The oldest KEEP_N peers are protected: the next oldest go instead. */
+    for (int i = 0; i < KEEP_N; i++)
+        fake_peer((uint32_t)i, &keep_ids[i]);
+    keep_asked = 0;
+    dc_host_set_keep_peer(T.n[0].host, keep_cb, NULL);
+    for (uint32_t i = N; i < N + MORE; i++) {
+        fake_peer(i, &id);
+        assert_int_equal(dc_host_add_peer_addrs(T.n[0].host, &id, &ma, 1), 0);
+    }
+    assert_true(keep_asked > 0);
+    assert_int_equal(dc_host_peer_count(T.n[0].host), N);
+    for (uint32_t i = 0; i < N + MORE; i++) {
+        bool expect = i < KEEP_N || i >= KEEP_N + MORE;
+        fake_peer(i, &id);
+        assert_int_equal(dc_host_peer_info(T.n[0].host, &id) != NULL, expect);
+    }
+    {
+        const struct dc_peer_info **all = calloc(N, sizeof(*all));
+        assert_non_null(all);
+        assert_int_equal(dc_host_peers(T.n[0].host, all, N), N);
+        free(all);
+    }
+    node_stop(0);
+
+    /* Every peer protected: a new one does not fit. */
+    cfg.max_peers = KEEP_N;
+    assert_int_equal(dc_host_new(&cfg, &T.n[0].host), 0);
+    dc_host_set_keep_peer(T.n[0].host, keep_cb, NULL);
+    for (int i = 0; i < KEEP_N; i++)
+        assert_int_equal(dc_host_add_peer_addrs(T.n[0].host, &keep_ids[i], &ma, 1), 0);
+    fake_peer(N, &id);
+    assert_int_equal(dc_host_add_peer_addrs(T.n[0].host, &id, &ma, 1), DC_ELIMIT);
+    dc_host_set_keep_peer(T.n[0].host, NULL, NULL);
+    assert_int_equal(dc_host_add_peer_addrs(T.n[0].host, &id, &ma, 1), 0);
+    assert_non_null(dc_host_peer_info(T.n[0].host, &id));
+    assert_null(dc_host_peer_info(T.n[0].host, &keep_ids[0]));
+}
+
 static void test_config(void **state)
 {
     struct dc_host_config cfg = {0};
@@ -670,6 +832,24 @@ static void test_config(void **state)
     assert_int_equal(dc_host_new(&cfg, &h), DC_EINVAL);
     assert_null(h);
     dc_host_free(NULL);
+
+    /* Allocation failures: each one in turn gives DC_ENOMEM and leaks nothing (ASan). */
+    assert_int_equal(dc_identity_generate(&T.n[0].id), 0);
+    cfg.loop = &T.loop;
+    cfg.identity = T.n[0].id;
+    for (long n = 0;; n++) {
+        int rc;
+
+        dc_alloc_fail_after(n);
+        rc = dc_host_new(&cfg, &h);
+        dc_alloc_fail_after(-1);
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, DC_ENOMEM);
+        assert_null(h);
+        assert_true(n < 100);
+    }
+    T.n[0].host = h;
 }
 
 int main(void)
@@ -686,7 +866,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identify_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_with_open_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_dial, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peerstore_many, setup, teardown),
     };
 
+    /* A host freed while its peer still writes: the daemon ignores SIGPIPE too. */
+    signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

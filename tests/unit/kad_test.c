@@ -601,9 +601,10 @@ static void test_validators(void **state)
     assert_memory_equal(got, value, vl);
     assert_int_equal(dc_kad_put_local(kad, key2, kl2, value, vl, 0), DC_ECRYPTO);
 
-    /* /ipns is recognised but refused; unknown namespaces and malformed keys too. */
+    /* /ipns is validated (ipns_test.c has the details): "abc" is no binary PeerId. Unknown
+     * namespaces and malformed keys are refused. */
     assert_int_equal(dc_kad_validate(kad, (const uint8_t *)"/ipns/abc", 9, value, vl, 0),
-                     DC_EUNSUPPORTED);
+                     DC_ECORRUPT);
     assert_int_equal(dc_kad_validate(kad, (const uint8_t *)"/nope/abc", 9, value, vl, 0),
                      DC_EUNSUPPORTED);
     assert_int_equal(dc_kad_validate(kad, (const uint8_t *)"pk/abc", 6, value, vl, 0),
@@ -730,12 +731,12 @@ static void test_server(void **state)
     assert_string_equal(resp.record.time_received, "1970-01-01T00:00:00.000Z");
     assert_int_equal(resp.n_closer, DC_KAD_K);
     dc_kad_msg_cleanup(&resp);
-    /* /ipns: refused. */
+    /* /ipns: a value that is no IPNS record is refused. */
     dc_kad_msg_cleanup(&req);
     req.type = DC_KAD_PUT_VALUE;
     assert_int_equal(dc_kad_msg_set_key(&req, (const uint8_t *)"/ipns/x", 7), 0);
     assert_int_equal(dc_kad_msg_set_record(&req, (const uint8_t *)"/ipns/x", 7, value, 3, NULL), 0);
-    assert_int_equal(dc_kad_handle_request(kad, &from, &req, 0, &resp), DC_EUNSUPPORTED);
+    assert_int_equal(dc_kad_handle_request(kad, &from, &req, 0, &resp), DC_ECORRUPT);
     dc_kad_msg_cleanup(&resp);
     dc_kad_msg_cleanup(&req);
 

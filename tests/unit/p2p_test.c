@@ -1044,6 +1044,11 @@ static void test_yamux_protocol_errors(void **state)
     expect_proto_error(buf, 25);
     frame(h, DC_YAMUX_TYPE_WINDOW_UPDATE, DC_YAMUX_FLAG_SYN, 1, 0xffffffffu); /* overflow */
     expect_proto_error(buf, 12);
+    /* A flood of updates that only together pass 2^32-1: an error too, not a wrap. */
+    frame(h, DC_YAMUX_TYPE_WINDOW_UPDATE, DC_YAMUX_FLAG_SYN, 1, 0);
+    for (int i = 1; i <= 3; i++)
+        frame(h + 12 * i, DC_YAMUX_TYPE_WINDOW_UPDATE, 0, 1, 0x7fffffffu);
+    expect_proto_error(buf, 48);
     frame(h, DC_YAMUX_TYPE_DATA, 0, 7, 0x7fffffffu); /* unknown stream, absurd length */
     expect_proto_error(buf, 12);
 }
