@@ -15,8 +15,10 @@
  * blocks them; non-browser clients are unaffected.
  *
  * Rate limit: one token bucket per API key id (per client IP address when auth is off) of
- * rate_limit_rpm tokens, refilled continuously at rpm/60 per second. The table is bounded
- * (DC_API_RL_SLOTS, open addressing); when a probe finds no free slot, the bucket idle the
+ * rate_limit_rpm tokens, refilled continuously at rpm/60 per second. The limiter is its own
+ * object (struct dc_api_ratelimit) so that the daemon can hand one to REST, WebSocket and gRPC
+ * alike: a key has one budget whichever interface it calls (dc_api_rate_limited). The table is
+ * bounded (DC_API_RL_SLOTS, open addressing); when a probe finds no free slot, the bucket idle the
  * longest is reused, which can only forgive a client, never refuse one unfairly.
  */
 #include <arpa/inet.h>
@@ -41,14 +43,50 @@ struct rl_bucket {
     uint64_t last_ns;
 };
 
+/* The limiter REST, WebSocket and gRPC share (api.h). */
+struct dc_api_ratelimit {
+    uint32_t rpm;
+    pthread_mutex_t mu;
+    struct rl_bucket *buckets; /* DC_API_RL_SLOTS */
+};
+
 struct dc_api_limits {
     char **origins;
     size_t n_origins;
     bool any_origin;
-    uint32_t rpm;
-    pthread_mutex_t mu;
-    struct rl_bucket *buckets; /* DC_API_RL_SLOTS, when rpm > 0 */
+    struct dc_api_ratelimit *rl; /* NULL: no rate limit */
+    bool own_rl;                 /* made from rate_limit_rpm (else borrowed) */
 };
+
+int dc_api_ratelimit_new(uint32_t rpm, struct dc_api_ratelimit **out)
+{
+    struct dc_api_ratelimit *rl;
+
+    *out = NULL;
+    if (rpm == 0)
+        return DC_EINVAL;
+    rl = dc_calloc(1, sizeof(*rl));
+    if (rl == NULL)
+        return DC_ENOMEM;
+    rl->buckets = dc_calloc(DC_API_RL_SLOTS, sizeof(*rl->buckets));
+    if (rl->buckets == NULL) {
+        dc_free(rl);
+        return DC_ENOMEM;
+    }
+    rl->rpm = rpm;
+    pthread_mutex_init(&rl->mu, NULL);
+    *out = rl;
+    return 0;
+}
+
+void dc_api_ratelimit_free(struct dc_api_ratelimit *rl)
+{
+    if (rl == NULL)
+        return;
+    pthread_mutex_destroy(&rl->mu);
+    dc_free(rl->buckets);
+    dc_free(rl);
+}
 
 int dc_api_limits_new(const struct dc_api_config *cfg, struct dc_api_limits **out)
 {
@@ -57,7 +95,6 @@ int dc_api_limits_new(const struct dc_api_config *cfg, struct dc_api_limits **ou
     *out = NULL;
     if (l == NULL)
         return DC_ENOMEM;
-    pthread_mutex_init(&l->mu, NULL);
     if (cfg->n_cors_origins > 0) {
         l->origins = dc_calloc(cfg->n_cors_origins, sizeof(*l->origins));
         if (l->origins == NULL)
@@ -71,11 +108,12 @@ int dc_api_limits_new(const struct dc_api_config *cfg, struct dc_api_limits **ou
             l->n_origins = i + 1;
         }
     }
-    l->rpm = cfg->rate_limit_rpm;
-    if (l->rpm > 0) {
-        l->buckets = dc_calloc(DC_API_RL_SLOTS, sizeof(*l->buckets));
-        if (l->buckets == NULL)
+    if (cfg->ratelimit != NULL) {
+        l->rl = cfg->ratelimit;
+    } else if (cfg->rate_limit_rpm > 0) {
+        if (dc_api_ratelimit_new(cfg->rate_limit_rpm, &l->rl) < 0)
             goto err_free;
+        l->own_rl = true;
     }
     *out = l;
     return 0;
@@ -92,8 +130,8 @@ void dc_api_limits_free(struct dc_api_limits *l)
     for (size_t i = 0; i < l->n_origins; i++)
         dc_free(l->origins[i]);
     dc_free(l->origins);
-    dc_free(l->buckets);
-    pthread_mutex_destroy(&l->mu);
+    if (l->own_rl)
+        dc_api_ratelimit_free(l->rl);
     dc_free(l);
 }
 
@@ -156,28 +194,19 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-/* Who the request counts against: its key id, or its client address when auth is off. */
-static void limit_key(struct dc_api_req *r, char key[DC_API_RL_KEY])
+void dc_api_client_addr(const struct sockaddr *sa, char out[DC_API_ADDR_LEN])
 {
-    const union MHD_ConnectionInfo *ci;
-
-    if (strcmp(r->key_id, "-") != 0) {
-        snprintf(key, DC_API_RL_KEY, "%s", r->key_id);
+    snprintf(out, DC_API_ADDR_LEN, "?");
+    if (sa == NULL)
         return;
-    }
-    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(key, DC_API_RL_KEY, "?");
-    if (ci == NULL || ci->client_addr == NULL)
-        return;
-    if (ci->client_addr->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, key,
-                  DC_API_RL_KEY);
-    else if (ci->client_addr->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, key,
-                  DC_API_RL_KEY);
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, DC_API_ADDR_LEN);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, DC_API_ADDR_LEN);
 }
 
-bool dc_api_rate_take(struct dc_api_limits *l, const char *key_in, uint64_t now, uint32_t *retry_s)
+bool dc_api_ratelimit_take(struct dc_api_ratelimit *l, const char *key_in, uint64_t now,
+                           uint32_t *retry_ms)
 {
     char key[DC_API_RL_KEY];
     uint64_t h;
@@ -213,12 +242,44 @@ bool dc_api_rate_take(struct dc_api_limits *l, const char *key_in, uint64_t now,
         b->tokens = fmin(cap, b->tokens + (double)(now - b->last_ns) * per_ns);
     b->last_ns = now;
     ok = b->tokens >= 1.0;
-    if (ok)
+    if (ok) {
         b->tokens -= 1.0;
-    else
-        *retry_s = (uint32_t)ceil((1.0 - b->tokens) / (per_ns * 1e9));
+    } else {
+        /* Rounded up, less a hair of floating-point noise: 20000.000000001 ms is 20 s. */
+        double ms = ceil((1.0 - b->tokens) * 60000.0 / cap - 1e-6);
+        *retry_ms = ms < 1.0 ? 1u : ms > 4e9 ? 4000000000u : (uint32_t)ms;
+    }
     pthread_mutex_unlock(&l->mu);
     return ok;
+}
+
+bool dc_api_rate_take(struct dc_api_limits *l, const char *key, uint64_t now, uint32_t *retry_s)
+{
+    uint32_t ms = 0;
+
+    if (dc_api_ratelimit_take(l->rl, key, now, &ms))
+        return true;
+    *retry_s = (ms + 999u) / 1000u;
+    return false;
+}
+
+bool dc_api_rate_limited(struct dc_api_ratelimit *rl, const char *key_id, const char *client,
+                         struct dc_api_error *e)
+{
+    bool by_key = key_id != NULL && strcmp(key_id, "-") != 0;
+    uint32_t retry = 1000;
+
+    if (rl == NULL || dc_api_ratelimit_take(rl,
+                                            by_key           ? key_id
+                                            : client != NULL ? client
+                                                             : "?",
+                                            dc_api_now_ns(), &retry))
+        return false;
+    dc_api_error_set(e, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                     "Rate limit of %u requests per minute reached for %s; retry after %u ms",
+                     (unsigned)rl->rpm, by_key ? "this key" : "this address", (unsigned)retry);
+    e->retry_after_ms = retry;
+    return true;
 }
 
 bool dc_admin_preflight(struct dc_api_req *r, enum MHD_Result *ret)
@@ -239,20 +300,16 @@ bool dc_admin_preflight(struct dc_api_req *r, enum MHD_Result *ret)
 bool dc_admin_rate_limited(struct dc_api_req *r, struct dc_api_error *e)
 {
     struct dc_api_limits *l = r->api->limits;
-    char key[DC_API_RL_KEY];
-    uint32_t retry = 1;
+    const union MHD_ConnectionInfo *ci;
+    char client[DC_API_ADDR_LEN];
 
-    if (l == NULL || l->rpm == 0 || r->route == DC_ROUTE_HEALTH)
+    if (l == NULL || l->rl == NULL || r->route == DC_ROUTE_HEALTH)
         return false;
-    limit_key(r, key);
-    if (dc_api_rate_take(l, key, dc_api_now_ns(), &retry))
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    dc_api_client_addr(ci != NULL ? ci->client_addr : NULL, client);
+    if (!dc_api_rate_limited(l->rl, r->key_id, client, e))
         return false;
     atomic_fetch_add(&r->api->m_rejected, 1);
-    dc_api_error_set(e, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
-                     "Rate limit of %u requests per minute reached for %s; retry in %u s",
-                     (unsigned)l->rpm, strcmp(r->key_id, "-") != 0 ? "this key" : "this address",
-                     (unsigned)(retry < 1 ? 1 : retry));
-    e->retry_after_s = retry < 1 ? 1 : retry;
     return true;
 }
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * api.h - the node's client-facing interfaces. Today: the OpenAI-compatible REST server
- * (libmicrohttpd, its own polling threads; see DESIGN.md section 7) and the API-key check that
- * REST, WebSocket and gRPC share.
+ * api.h - the node's client-facing interfaces: the OpenAI-compatible REST server
+ * (libmicrohttpd, its own polling threads; see DESIGN.md section 7), the WebSocket and gRPC
+ * servers, and what the three share: the API-key check and the rate limiter.
  *
  * Threads. dc_api_new() starts libmicrohttpd's polling threads and a small worker pool (model
  * acquisition, embeddings: anything that may block); handlers parse and validate on the polling
@@ -53,6 +53,20 @@ bool dc_auth_enabled(const struct dc_auth *a);
 DC_MUST_CHECK int dc_auth_check(const struct dc_auth *a, const char *authorization,
                                 char key_id[DC_AUTH_KEY_ID_LEN]);
 
+/* ---- the rate limit (shared by REST, WebSocket and gRPC) ---- */
+
+struct dc_api_ratelimit;
+
+/*
+ * Builds a rate limiter of 'rpm' requests per minute per API key id (per client address when
+ * auth is off): one token bucket of 'rpm' tokens per key, refilled continuously. One limiter
+ * given to the REST, WebSocket and gRPC servers (their configs' 'ratelimit') makes one budget
+ * per key across the three. Thread-safe. Returns 0, DC_EINVAL for rpm 0, or DC_ENOMEM.
+ */
+DC_MUST_CHECK int dc_api_ratelimit_new(uint32_t rpm, struct dc_api_ratelimit **out);
+/* Frees the limiter; the servers that borrow it must be freed first. NULL is a no-op. */
+void dc_api_ratelimit_free(struct dc_api_ratelimit *rl);
+
 /* ---- REST server ---- */
 
 struct dc_api;
@@ -89,8 +103,11 @@ struct dc_api_config {
     const char *const *cors_origins;
     size_t n_cors_origins;
     /* Requests per minute per API key (per client address when auth is off), as a token
-     * bucket of that size refilled continuously; beyond it 429 with Retry-After. 0: off. */
+     * bucket of that size refilled continuously; beyond it 429 with Retry-After. 0: off.
+     * Ignored when 'ratelimit' is set: that limiter (borrowed, shared with the WebSocket and
+     * gRPC servers; it must outlive the server) is used instead. */
     uint32_t rate_limit_rpm;
+    struct dc_api_ratelimit *ratelimit;
     /* Optional: forwards chat completions whose model is a PeerId to that peer (see
      * dc_api_remote_hooks below); NULL: such a model answers 503 p2p_unavailable. Borrowed; it
      * and remote_ud must outlive the server. */
@@ -165,11 +182,13 @@ void dc_api_free(struct dc_api *api);
 
 /* ---- WebSocket and gRPC servers (ws.c, grpc.c; shared parts in rpc.c) ----
  *
- * Both serve the registry's default model ("local") with the same request rules and API keys
- * as REST. Each runs its own libuv loop on its own thread: the WebSocket server takes sockets
- * that libmicrohttpd upgraded on /ws/chat; the gRPC server (h2c, nghttp2) owns its listening
- * socket. Engine tokens reach those threads through a mailbox (a mutex-guarded list and
- * uv_async_send), so the engine never waits for a client. */
+ * Both resolve a chat's "model" exactly as REST does (dc_api_model_resolve: "local" or the
+ * default model's id, any registry id, loaded on demand off the loop thread, or a PeerId
+ * forwarded through the remote hooks), with the same request rules, API keys, rate limit and
+ * per-model queue bound as REST. Each runs its own libuv loop on its own thread: the WebSocket
+ * server takes sockets that libmicrohttpd upgraded on /ws/chat; the gRPC server (h2c, nghttp2) owns
+ * its listening socket. Engine tokens reach those threads through a mailbox (a mutex-guarded list
+ * and uv_async_send), so the engine never waits for a client. */
 
 struct dc_rpc_config {
     const char *bind;        /* address to bind ("127.0.0.1", "::", "0.0.0.0") */
@@ -182,6 +201,12 @@ struct dc_rpc_config {
     size_t max_message_bytes;     /* 0: 1 MiB (WebSocket), 4 MiB (gRPC) */
     double default_temperature;   /* when a request gives none */
     const char *version;          /* reported by Health */
+    /* Borrowed, may be NULL (no limit): the limiter REST uses too, so a key has one budget. */
+    struct dc_api_ratelimit *ratelimit;
+    /* Optional, as in dc_api_config: chats whose model is a PeerId are forwarded through these
+     * hooks (NULL: such a model fails with p2p_unavailable). Borrowed; must outlive the server. */
+    const struct dc_api_remote_hooks *remote;
+    void *remote_ud;
 };
 
 struct dc_ws;

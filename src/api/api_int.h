@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -18,9 +19,11 @@
 #include "base/base.h"
 #include "model/engine.h"
 
-#define DC_API_BODY_MAX      (1u << 20) /* request body limit: beyond it, 413 */
-#define DC_API_MAX_MESSAGES  1024       /* chat messages per request */
-#define DC_API_MAX_INPUTS    2048       /* embedding inputs per request (OpenAI's limit) */
+#define DC_API_BODY_MAX      (1u << 20)  /* request body limit: beyond it, 413 */
+#define DC_API_HEADERS_MAX   (16u << 10) /* request line + headers: beyond it, our own 431 */
+#define DC_API_CONN_MEMORY   (64u << 10) /* MHD's pool per connection: beyond it, MHD's 431 */
+#define DC_API_MAX_MESSAGES  1024        /* chat messages per request */
+#define DC_API_MAX_INPUTS    2048        /* embedding inputs per request (OpenAI's limit) */
 #define DC_API_MODEL_ID_MAX  256
 #define DC_API_REQUEST_ID_SZ 24 /* "req-" + 16 hex + NUL, rounded up */
 
@@ -31,7 +34,7 @@ struct dc_api_error {
     const char *code; /* "context_length_exceeded", ... or NULL (static) */
     char param[64];   /* the offending field, "" when none */
     char message[320];
-    uint32_t retry_after_s; /* 429: the Retry-After value (0: 1 s) */
+    uint32_t retry_after_ms; /* 429: when to retry (REST: Retry-After, rounded up to s; 0: 1 s) */
 };
 
 /* Fills 'e' (status, static type and code, param may be NULL, printf message). */
@@ -131,6 +134,60 @@ const char *dc_api_route_name(enum dc_api_route r);
 /* Base64 (standard alphabet, padded) of 'n' bytes appended to 'b'. Returns 0 or an error. */
 DC_MUST_CHECK int dc_api_base64(struct dc_buf *b, const void *data, size_t n);
 
+/* ---- which model answers a request (resolve.c): REST, WebSocket and gRPC share it ---- */
+
+enum dc_api_target {
+    DC_API_TARGET_DEFAULT = 0, /* "local", "" or the default model's id: the pinned engine */
+    DC_API_TARGET_REGISTRY,    /* any other id: a registry model, acquired (maybe loaded) */
+    DC_API_TARGET_PEER,        /* a PeerId: forwarded to that peer through the remote hooks */
+};
+
+/* What an interface serves. Everything is borrowed from the server that holds it. */
+struct dc_api_models {
+    struct dc_registry *reg;                  /* may be NULL */
+    struct dc_engine *def_engine;             /* the pinned default model, or NULL */
+    const char *def_id;                       /* its registry id, or NULL */
+    const struct dc_api_remote_hooks *remote; /* forwarding to peers, or NULL */
+};
+
+/* What 'model' names (NULL or "" is "local"). Never blocks. */
+enum dc_api_target dc_api_model_target(const struct dc_api_models *m, const char *model);
+
+/*
+ * Resolves the model of the validated request 'q' the one way every interface does. DEFAULT:
+ * '*engine' is the pinned default (not acquired). PEER: '*engine' is NULL, once the request is
+ * known to be one a peer can take (a chat, no response_format). REGISTRY: '*engine' is acquired
+ * with dc_registry_acquire (release it with dc_registry_release), which blocks while the model
+ * loads: call it off any event loop. DEFAULT and PEER never block. Returns 0 with '*target';
+ * DC_ENOENT (404 model_not_found), DC_ELIMIT (503: it does not fit the memory budget now),
+ * DC_ESTATE (503 model_not_loaded: no model on this node; 503 p2p_unavailable: no remote hooks),
+ * DC_EINVAL (400: what a peer cannot take), or the load's error (500 model_load_failed), with
+ * 'e' the OpenAI error the client gets.
+ */
+DC_MUST_CHECK int dc_api_model_resolve(const struct dc_api_models *m,
+                                       const struct dc_api_request *q, enum dc_api_target *target,
+                                       struct dc_engine **engine, struct dc_api_error *e);
+
+/* The 429 of a model whose queue is full (retry after 1 s). */
+void dc_api_queue_full(struct dc_api_error *e, const char *model);
+
+/* ---- the rate limit (admin.c), for all three interfaces ---- */
+
+#define DC_API_ADDR_LEN 64
+
+/* The client's IP address (no port) as text, the rate limit's key when auth is off; "?" when
+ * 'sa' is NULL or not IP. */
+void dc_api_client_addr(const struct sockaddr *sa, char out[DC_API_ADDR_LEN]);
+
+/*
+ * Takes one token from the bucket of 'key_id' (dc_auth_check's id), or of 'client' (an address
+ * from dc_api_client_addr) when key_id is NULL or "-" (auth off). False when allowed (or 'rl'
+ * is NULL); true with 'e' the 429 rate_limit_exceeded whose message says "retry after N ms"
+ * (and e->retry_after_ms = N).
+ */
+bool dc_api_rate_limited(struct dc_api_ratelimit *rl, const char *key_id, const char *client,
+                         struct dc_api_error *e);
+
 /* ---- server internals (http.c, rest.c, sse.c) ---- */
 
 #include <microhttpd.h>
@@ -225,6 +282,7 @@ struct dc_api {
     struct dc_registry *reg;
     struct dc_engine *def_engine; /* pinned default model, or NULL */
     char def_id[DC_API_MODEL_ID_MAX];
+    struct dc_api_models models; /* reg, def_engine, def_id, remote: for dc_api_model_resolve */
     uint32_t n_parallel;
     uint32_t max_queue;
     struct dc_api_parse_opts popts;
@@ -337,13 +395,17 @@ DC_MUST_CHECK int dc_api_limits_new(const struct dc_api_config *cfg, struct dc_a
 void dc_api_limits_free(struct dc_api_limits *l);
 /* The rate limiter's core (no I/O, so the unit test drives its clock): takes one token from the
  * bucket of 'key' (truncated to 63 bytes) at monotonic time 'now_ns'. True when allowed; false
- * with '*retry_s' (>= 1) the seconds until the next token. Needs rate_limit_rpm > 0. */
+ * with '*retry_ms' (>= 1) the milliseconds until the next token. */
+bool dc_api_ratelimit_take(struct dc_api_ratelimit *rl, const char *key, uint64_t now_ns,
+                           uint32_t *retry_ms);
+/* The same on the REST server's limiter, with '*retry_s' (>= 1) in whole seconds. Needs a
+ * limiter (rate_limit_rpm > 0, or a shared one). */
 bool dc_api_rate_take(struct dc_api_limits *l, const char *key, uint64_t now_ns, uint32_t *retry_s);
 /* Headers in, before auth: answers a CORS preflight (OPTIONS from an allowed origin) with 204
  * and returns true ('*ret' is the result for MHD); false for any other request. */
 bool dc_admin_preflight(struct dc_api_req *r, enum MHD_Result *ret);
-/* Headers in, after auth: takes a token from the caller's bucket; true with 'e' set to the 429
- * (Retry-After in e->retry_after_s) when the bucket is empty. /health is never limited. */
+/* Headers in, after auth: takes a token from the caller's bucket (dc_api_rate_limited); true
+ * with 'e' set to the 429 (e->retry_after_ms) when it is empty. /health is never limited. */
 bool dc_admin_rate_limited(struct dc_api_req *r, struct dc_api_error *e);
 /* Adds Access-Control-Allow-Origin (and Vary) to a response when the request's Origin is
  * allowed. */

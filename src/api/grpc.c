@@ -16,6 +16,12 @@
  *      swarm never delays tokens and the gRPC server can start and stop alone); a uv_async
  *      wakes it for engine events, one timer per connection enforces grpc-timeout.
  *
+ * Chat resolves its "model" as REST does (rpc.c, dc_api_model_resolve): an unknown model is
+ * NOT_FOUND; a registry model that must be loaded is acquired on the loop's thread pool. Every
+ * authenticated call takes a token from the rate limit REST and WebSocket share; an empty
+ * bucket, like a full model queue, is RESOURCE_EXHAUSTED with a grpc-message that says
+ * "retry after N ms".
+ *
  * Cancellation. RST_STREAM from the client (grpc-js sends CANCEL on call.cancel() and at its
  * own deadline) closes the stream in nghttp2; on_stream_close then cancels the generation, whose
  * slot the engine frees at its next step. A deadline we enforce ends the stream with
@@ -128,7 +134,8 @@ struct gstream {
     bool is_post;
     bool grpc_ct; /* content-type application/grpc[+proto|;...] */
     bool has_path;
-    char *auth; /* authorization value, or NULL */
+    char *auth;                      /* authorization value, or NULL */
+    char key_id[DC_AUTH_KEY_ID_LEN]; /* the checked key's id, the rate limit's key */
     uint64_t deadline_ms;
     struct dc_buf body; /* the request message, length prefix included */
     bool checked;       /* headers checked; dispatched once the client half-closes */
@@ -147,6 +154,7 @@ struct dc_grpc_conn {
     nghttp2_session *session;
     struct dc_buf out;
     struct gstream *streams;
+    char client[DC_API_ADDR_LEN]; /* the client's address: the rate limit's key without auth */
     bool fatal;
     bool freeing;
 };
@@ -157,7 +165,7 @@ static void stream_unlink_free(struct gstream *s)
 
     if (s->call != NULL) {
         s->call->owner = NULL;
-        dc_gen_cancel(s->call->gen);
+        dc_rpc_call_cancel(s->call);
         s->call = NULL;
     }
     if (s->prev != NULL)
@@ -258,7 +266,7 @@ static void finish(struct gstream *s, int status, const char *message)
     if (s->call != NULL) {
         /* The generation is no longer wanted (or already over): let it end unattended. */
         s->call->owner = NULL;
-        dc_gen_cancel(s->call->gen);
+        dc_rpc_call_cancel(s->call);
         s->call = NULL;
     }
     if (!s->headers_sent) {
@@ -279,6 +287,31 @@ static void finish(struct gstream *s, int status, const char *message)
     }
     s->eof = true;
     (void)nghttp2_session_resume_data(s->c->session, s->id);
+}
+
+/* The gRPC status of an OpenAI error's HTTP status (the mapping grpc-gateway uses). */
+static int status_of_http(int http)
+{
+    switch (http) {
+    case 400:
+        return DC_GRPC_INVALID_ARGUMENT;
+    case 401:
+        return DC_GRPC_UNAUTHENTICATED;
+    case 403:
+        return DC_GRPC_PERMISSION_DENIED;
+    case 404:
+        return DC_GRPC_NOT_FOUND;
+    case 413:
+    case 429:
+        return DC_GRPC_RESOURCE_EXHAUSTED;
+    case 502:
+    case 503:
+        return DC_GRPC_UNAVAILABLE;
+    case 504:
+        return DC_GRPC_DEADLINE_EXCEEDED;
+    default:
+        return DC_GRPC_INTERNAL;
+    }
 }
 
 /* Appends one length-prefixed message to the stream's DATA. */
@@ -410,35 +443,21 @@ static void do_chat(struct gstream *s, const uint8_t *msg, size_t len)
     rc = dc_rpc_chat_parse(sh->backend, text, strlen(text), &chat, &err);
     free(text);
     if (rc < 0) {
-        finish(s,
-               rc == DC_ENOMEM   ? DC_GRPC_RESOURCE_EXHAUSTED
-               : rc == DC_ENOENT ? DC_GRPC_NOT_FOUND
-                                 : DC_GRPC_INVALID_ARGUMENT,
+        finish(s, rc == DC_ENOMEM ? DC_GRPC_RESOURCE_EXHAUSTED : DC_GRPC_INVALID_ARGUMENT,
                err.message);
         return;
     }
-    if (sh->backend->engine == NULL) {
-        finish(s, DC_GRPC_UNAVAILABLE, "no model is loaded on this node");
-        goto out;
-    }
-    if (dc_rpc_backend_overloaded(sh->backend)) {
-        finish(s, DC_GRPC_RESOURCE_EXHAUSTED, "too many queued requests, retry later");
-        goto out;
-    }
-    rc = dc_rpc_call_submit(sh->backend, sh->mb, &chat, s, &s->call);
+    /* The model resolves as on REST: unknown NOT_FOUND, a full queue RESOURCE_EXHAUSTED (its
+     * message says when to retry), no model UNAVAILABLE. */
+    rc = dc_rpc_call_start(sh->backend, sh->mb, &chat, s, &s->call, &err);
     if (rc < 0) {
-        finish(s, rc == DC_ELIMIT ? DC_GRPC_INVALID_ARGUMENT : DC_GRPC_UNAVAILABLE,
-               rc == DC_ELIMIT ? "context_length_exceeded: the prompt and max_tokens do not fit "
-                                 "the model's context"
-                               : dc_strerror(rc));
-        goto out;
+        finish(s, status_of_http(err.status), err.message);
+        return;
     }
     sh->n_calls++;
     /* Headers now: the client sees the call accepted before the first token. */
     if (start_reply(s) < 0)
         finish(s, DC_GRPC_INTERNAL, "out of memory");
-out:
-    dc_rpc_chat_cleanup(&chat);
 }
 
 static void do_health(struct gstream *s)
@@ -565,9 +584,17 @@ static void check_headers(struct gstream *s)
                s->m == M_UNKNOWN ? "unknown method" : "Watch is not implemented: poll Check");
         return;
     }
-    if (s->m != M_HEALTH_CHECK && dc_auth_check(s->c->sh->backend->auth, s->auth, NULL) < 0) {
+    if (s->m == M_HEALTH_CHECK)
+        return; /* like REST's /health: no key, no rate limit */
+    if (dc_auth_check(s->c->sh->backend->auth, s->auth, s->key_id) < 0) {
         finish(s, DC_GRPC_UNAUTHENTICATED, "missing or invalid API key");
         return;
+    }
+    /* Every authenticated call is a request for the rate limit REST and WebSocket share. */
+    {
+        struct dc_api_error e;
+        if (dc_api_rate_limited(s->c->sh->backend->ratelimit, s->key_id, s->c->client, &e))
+            finish(s, DC_GRPC_RESOURCE_EXHAUSTED, e.message);
     }
 }
 
@@ -711,6 +738,7 @@ int dc_grpc_conn_new(struct dc_grpc_shared *sh, struct dc_grpc_conn **out)
     if (c == NULL)
         return DC_ENOMEM;
     c->sh = sh;
+    snprintf(c->client, sizeof(c->client), "?");
     dc_buf_init(&c->out, 0);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
         goto err_free;
@@ -743,6 +771,11 @@ err_free:
     dc_buf_cleanup(&c->out);
     dc_free(c);
     return rc;
+}
+
+void dc_grpc_conn_set_client(struct dc_grpc_conn *c, const char *client)
+{
+    snprintf(c->client, sizeof(c->client), "%s", client);
 }
 
 void dc_grpc_conn_free(struct dc_grpc_conn *c)
@@ -820,6 +853,9 @@ void dc_grpc_conn_shutdown(struct dc_grpc_conn *c)
 {
     for (struct gstream *s = c->streams; s != NULL; s = s->next)
         finish(s, DC_GRPC_UNAVAILABLE, "the server is shutting down");
+    /* The trailers first: nghttp2 sends control frames before DATA (and trailers go with the
+     * DATA), and nothing at all once the terminating GOAWAY is out. */
+    pump(c);
     (void)nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
     pump(c);
 }
@@ -841,7 +877,8 @@ static void on_stream_event(struct gstream *s, struct dc_rpc_event *ev)
     }
     s->call = NULL; /* the call is over; its owner link is cut by the caller */
     if (ev->finish == DC_GEN_FINISH_ERROR) {
-        finish(s, DC_GRPC_INTERNAL, ev->text_len > 0 ? ev->text : dc_strerror(ev->error));
+        finish(s, ev->status != 0 ? status_of_http(ev->status) : DC_GRPC_INTERNAL,
+               ev->text_len > 0 ? ev->text : dc_strerror(ev->error));
     } else if (ev->finish == DC_GEN_FINISH_CANCELLED) {
         finish(s, DC_GRPC_UNAVAILABLE, "the generation was cancelled by the server");
     } else {
@@ -1054,6 +1091,17 @@ static void on_connection(uv_stream_t *server, int status)
         gsock_close(g);
         return;
     }
+    {
+        struct sockaddr_storage peer;
+        char client[DC_API_ADDR_LEN];
+        int len = sizeof(peer);
+
+        dc_api_client_addr(uv_tcp_getpeername(&g->tcp, (struct sockaddr *)&peer, &len) == 0
+                               ? (struct sockaddr *)&peer
+                               : NULL,
+                           client);
+        dc_grpc_conn_set_client(g->conn, client);
+    }
     uv_tcp_nodelay(&g->tcp, 1);
     uv_read_start((uv_stream_t *)&g->tcp, on_alloc, on_read);
     gsock_flush(g);
@@ -1122,6 +1170,7 @@ int dc_grpc_new(const struct dc_rpc_config *cfg, struct dc_grpc **out, char *err
     rc = uv_loop_init(&srv->loop);
     if (rc < 0)
         goto err_backend;
+    srv->backend.loop = &srv->loop;
     uv_async_init(&srv->loop, &srv->async, on_async);
     srv->async.data = srv;
     uv_tcp_init(&srv->loop, &srv->listener);

@@ -27,6 +27,7 @@ enum dc_grpc_status {
     DC_GRPC_INVALID_ARGUMENT = 3,
     DC_GRPC_DEADLINE_EXCEEDED = 4,
     DC_GRPC_NOT_FOUND = 5,
+    DC_GRPC_PERMISSION_DENIED = 7,
     DC_GRPC_RESOURCE_EXHAUSTED = 8,
     DC_GRPC_FAILED_PRECONDITION = 9,
     DC_GRPC_OUT_OF_RANGE = 11,
@@ -47,6 +48,8 @@ struct dc_grpc_conn;
 
 /* Makes a conn and queues the server's SETTINGS. Returns 0 or DC_ENOMEM. */
 DC_MUST_CHECK int dc_grpc_conn_new(struct dc_grpc_shared *sh, struct dc_grpc_conn **out);
+/* The client's address (dc_api_client_addr), the rate limit's key when auth is off. */
+void dc_grpc_conn_set_client(struct dc_grpc_conn *c, const char *client);
 /* Cancels the conn's generations (they finish alone; dc_grpc_shared_event frees them) and
  * frees the conn. NULL is a no-op. */
 void dc_grpc_conn_free(struct dc_grpc_conn *c);

@@ -10,8 +10,10 @@
  * whoever produces what it waits for resumes it. MHD does not watch a suspended socket, so a
  * small watcher thread (epoll, EPOLLRDHUP) notices a client that hangs up while its request
  * waits on the engine and cancels the generation at once. Slow clients are bounded by MHD's
- * limits (the per-connection memory pool, which also caps the headers: more is a 431; the
- * connection limit; the inactivity timeout) and by our header deadline, which the same thread
+ * limits (the per-connection memory pool, DC_API_CONN_MEMORY; the connection limit; the
+ * inactivity timeout), by our header limit (DC_API_HEADERS_MAX, a 431 of ours: MHD 0.9.75
+ * answers what overflows its pool itself, with no hook to add our headers, so our limit sits
+ * well inside the pool) and by our header deadline, which the same thread
  * sweeps: a request's headers must be complete within timeout_s, however slowly they drip, so
  * a slow-loris client is cut off without touching others. Bodies stop at DC_API_BODY_MAX (413).
  */
@@ -92,8 +94,9 @@ enum MHD_Result dc_api_send_error(struct dc_api_req *r, const struct dc_api_erro
     if (resp == NULL)
         return MHD_NO;
     if (e->status == 429) {
+        /* Whole seconds, rounded up: a client that waits that long finds a token. */
         snprintf(retry, sizeof(retry), "%u",
-                 e->retry_after_s > 0 ? (unsigned)e->retry_after_s : 1u);
+                 e->retry_after_ms > 0 ? (unsigned)((e->retry_after_ms + 999u) / 1000u) : 1u);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
     }
     if (e->status == 401)
@@ -547,6 +550,29 @@ static struct dc_api_req *req_new(struct dc_api *api, struct MHD_Connection *con
     return r;
 }
 
+/* Adds the size of one header as sent ("Name: value\r\n"). */
+static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        size_t key_size, const char *value, size_t value_size)
+{
+    size_t *n = cls;
+
+    DC_UNUSED(kind);
+    DC_UNUSED(key);
+    DC_UNUSED(value);
+    *n += key_size + value_size + 4;
+    return MHD_YES;
+}
+
+/* The request line's path and query and the headers, in bytes as sent (near enough). */
+static size_t header_bytes(struct dc_api_req *r, const char *url)
+{
+    size_t n = strlen(url) + strlen(r->method) + 12;
+
+    (void)MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND,
+                                      add_header_bytes, &n);
+    return n;
+}
+
 /*
  * The first call for a request: headers are in. Route, authenticate and check the method now,
  * but answer only at the final call (after the body): a response queued before MHD has read
@@ -554,11 +580,20 @@ static struct dc_api_req *req_new(struct dc_api *api, struct MHD_Connection *con
  * connection. A refused request's body is dropped unread into nowhere. A body announced over
  * the limit is the exception: it is answered (and the connection closed) at once.
  */
-static enum MHD_Result on_headers(struct dc_api *api, struct dc_api_req *r)
+static enum MHD_Result on_headers(struct dc_api *api, struct dc_api_req *r, const char *url)
 {
     const char *want = NULL, *len;
     struct dc_api_error *e = &r->early;
 
+    /* Our own header limit, well inside MHD's memory pool, so an oversized request gets our
+     * 431 (X-Request-Id, JSON) rather than MHD's bare one. Only what does not fit the pool at
+     * all is still answered by MHD itself (docs/api.md, "Errors"). */
+    if (header_bytes(r, url) > DC_API_HEADERS_MAX) {
+        dc_api_error_set(e, 431, "invalid_request_error", "request_header_fields_too_large", NULL,
+                         "The request line and headers are over the limit of %u bytes",
+                         DC_API_HEADERS_MAX);
+        return MHD_YES;
+    }
     dc_api_route_lookup(r->path, &want);
     if (r->http11 &&
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL) {
@@ -618,7 +653,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         conn_phase(conn, false);
         *con_cls = r;
-        return on_headers(api, r);
+        return on_headers(api, r, url);
     }
     if (*upload_size > 0) {
         /* A refused request's body is dropped. MHD (0.9.75) cannot answer in the middle of an
@@ -880,6 +915,10 @@ int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, 
                     cfg->bind, (unsigned)cfg->port);
 
     load_default(api);
+    api->models.reg = api->reg;
+    api->models.def_engine = api->def_engine;
+    api->models.def_id = api->def_id;
+    api->models.remote = api->remote;
 
     if (watch_start(api) < 0)
         dc_log_warn(LOG,
@@ -903,10 +942,10 @@ int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(cfg->max_connections != 0 ? cfg->max_connections : 1024),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(cfg->timeout_s != 0 ? cfg->timeout_s : 15), MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)DC_API_CONN_MEMORY,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->timeout_s != 0 ? cfg->timeout_s : 15),
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        api, MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_END);
     if (api->mhd == NULL) {
         rc = -EADDRINUSE;
         snprintf(err, errlen, "cannot listen on %s:%u for the REST API (in use or not permitted)",

@@ -26,7 +26,7 @@ void dc_api_error_set(struct dc_api_error *e, int status, const char *type, cons
     e->status = status;
     e->type = type;
     e->code = code;
-    e->retry_after_s = 0;
+    e->retry_after_ms = 0;
     snprintf(e->param, sizeof(e->param), "%s", param != NULL ? param : "");
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);

@@ -6,7 +6,8 @@
  *
  * An inference request goes through three hands. The polling thread parses and validates it
  * (parse.c) and answers any problem at once; otherwise it suspends the connection and queues a
- * START job. A worker acquires the model (which may load it), applies admission (a bounded
+ * START job. A worker acquires the model (resolve.c, as the WebSocket and gRPC servers do; it
+ * may load it), applies admission (a bounded
  * queue per model, else 429), renders the chat prompt and submits to the engine, or runs the
  * blocking embedding. The engine's callback (sse.c) collects the output and resumes the
  * connection, and the polling thread answers from what was collected (dc_rest_resumed).
@@ -20,7 +21,6 @@
 
 #include "api/api_int.h"
 #include "base/log.h"
-#include "crypto/crypto.h"
 
 #define LOG "api"
 
@@ -333,39 +333,6 @@ static enum dc_api_kind route_kind(enum dc_api_route route)
                                            : DC_API_EMBEDDING;
 }
 
-/* A model id that parses as a PeerId (a multihash, base58 or CIDv1) names a peer to forward
- * to; anything else is looked up in the registry. */
-static bool is_peer_id(const char *model)
-{
-    struct dc_peer_id id;
-
-    return dc_peer_id_parse(model, &id) == 0;
-}
-
-/* What a forwarded chat cannot carry: answered before anything is sent to the peer. */
-static bool remote_ok(struct dc_api_req *r, struct dc_api_error *e)
-{
-    const struct dc_api_request *q = &r->preq;
-
-    if (r->api->remote == NULL) {
-        dc_api_error_set(e, 503, "server_error", "p2p_unavailable", "model",
-                         "'%s' is a PeerId, but this server cannot forward to peers", q->model);
-        return false;
-    }
-    if (q->kind != DC_API_CHAT) {
-        dc_api_error_set(e, 400, "invalid_request_error", "model_not_supported", "model", "%s",
-                         "A PeerId as the model works with /v1/chat/completions only");
-        return false;
-    }
-    if (q->gen.json_object || q->gen.grammar != NULL) {
-        dc_api_error_set(e, 400, "invalid_request_error", "unsupported_parameter",
-                         "response_format", "%s",
-                         "response_format is not supported when forwarding to a peer");
-        return false;
-    }
-    return true;
-}
-
 enum MHD_Result dc_rest_post(struct dc_api_req *r)
 {
     struct dc_api *api = r->api;
@@ -378,9 +345,15 @@ enum MHD_Result dc_rest_post(struct dc_api_req *r)
                               &api->popts, &r->preq, &e);
     if (rc < 0)
         return dc_api_send_error(r, &e);
-    r->remote = is_peer_id(r->preq.model);
-    if (r->remote && !remote_ok(r, &e))
-        return dc_api_send_error(r, &e);
+    r->remote = dc_api_model_target(&api->models, r->preq.model) == DC_API_TARGET_PEER;
+    if (r->remote) {
+        enum dc_api_target target;
+        struct dc_engine *none;
+
+        /* For a PeerId this never blocks: it checks what a peer can take, at once. */
+        if (dc_api_model_resolve(&api->models, &r->preq, &target, &none, &e) < 0)
+            return dc_api_send_error(r, &e);
+    }
     if ((!r->remote && (api->reg == NULL || api->def_engine == NULL)) ||
         atomic_load(&api->stopping)) {
         dc_api_error_set(&e, 503, "server_error", "model_not_loaded", NULL, "%s",
@@ -458,32 +431,34 @@ static void fail(struct dc_api_req *r, int status, const char *type, const char 
         MHD_resume_connection(r->conn);
 }
 
+/* Records the error 'e' for the polling thread and wakes it. */
+static void fail_with(struct dc_api_req *r, const struct dc_api_error *e)
+{
+    bool wake;
+
+    pthread_mutex_lock(&r->mu);
+    r->has_err = true;
+    r->err = *e;
+    wake = dc_api_wake_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    dc_api_settle(r);
+    if (wake)
+        MHD_resume_connection(r->conn);
+}
+
+/* Worker: the model, as every interface resolves it (resolve.c); may load it. */
 static bool acquire(struct dc_api_req *r)
 {
-    struct dc_api *api = r->api;
-    char *err = NULL;
-    int rc;
+    enum dc_api_target target;
+    struct dc_api_error e;
 
-    if (strcmp(r->preq.model, "local") == 0 ||
-        (api->def_id[0] != '\0' && strcmp(r->preq.model, api->def_id) == 0)) {
-        r->engine = api->def_engine;
-        r->is_def = true;
+    if (dc_api_model_resolve(&r->api->models, &r->preq, &target, &r->engine, &e) == 0 &&
+        r->engine != NULL) {
+        r->is_def = target == DC_API_TARGET_DEFAULT;
         return true;
     }
-    rc = dc_registry_acquire(api->reg, r->preq.model, &r->engine, &err);
-    if (rc == 0)
-        return true;
     r->engine = NULL;
-    if (rc == DC_ENOENT)
-        fail(r, 404, "invalid_request_error", "model_not_found",
-             "The model '%s' does not exist; see GET /v1/models", r->preq.model);
-    else if (rc == DC_ELIMIT)
-        fail(r, 503, "server_error", "model_not_loaded",
-             "The model '%s' does not fit the memory budget now", r->preq.model);
-    else
-        fail(r, 500, "server_error", "model_load_failed", "%s",
-             err != NULL ? err : dc_strerror(rc));
-    dc_free(err);
+    fail_with(r, &e);
     return false;
 }
 
@@ -586,9 +561,11 @@ void dc_rest_start(struct dc_api_req *r)
     if (!acquire(r))
         return;
     if (!admit(r, r->engine)) {
+        struct dc_api_error e;
+
         atomic_fetch_add(&api->m_rejected, 1);
-        fail(r, 429, "rate_limit_error", "queue_full",
-             "Too many requests queued for model '%s'; retry later", r->preq.model);
+        dc_api_queue_full(&e, r->preq.model);
+        fail_with(r, &e);
         return;
     }
     r->admitted = true;

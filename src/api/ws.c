@@ -18,6 +18,12 @@
  * Messages out: {"type":"token","id":S,"text":S}
  *               {"type":"done","id":S,"finish_reason":S,"usage":{...}}
  *               {"type":"error","id":S|null,"message":S}   {"type":"auth_ok"}
+ *               (an error may add "code":S, e.g. "model_not_found", and a 429 of the rate
+ *               limit or a full queue "retry_after_ms":N; the socket stays open)
+ * A chat's "model" resolves as on REST (dc_api_model_resolve): a registry model that must be
+ * loaded first is acquired on the loop's thread pool, so other sockets never wait for it. Each
+ * chat takes a token from the rate limit REST and gRPC share (the key's id, or the client's
+ * address without auth).
  * Every chat ends with exactly one done (also after a cancel: finish_reason "cancelled") or
  * one error carrying its id. Close codes: 1000 normal, 1001 server going away, 1002 protocol
  * error (wslay), 1003 binary message, 1007 invalid UTF-8, 1008 auth failure or a client that
@@ -55,10 +61,12 @@ struct dc_ws_conn {
     struct dc_ws_shared *sh;
     wslay_event_context_ptr ctx;
     bool authed;
-    bool broken;              /* a fatal error: no more frames either way */
-    bool in_recv;             /* inside wslay_event_recv: frames are sent after it returns */
-    uint16_t close_code;      /* a close decided inside wslay_event_recv, sent after it */
-    const char *close_reason; /* static */
+    char key_id[DC_AUTH_KEY_ID_LEN]; /* the rate limit's key ("-": auth off or not yet) */
+    char client[DC_API_ADDR_LEN];    /* the client's address, the key when auth is off */
+    bool broken;                     /* a fatal error: no more frames either way */
+    bool in_recv;                    /* inside wslay_event_recv: frames are sent after it returns */
+    uint16_t close_code;             /* a close decided inside wslay_event_recv, sent after it */
+    const char *close_reason;        /* static */
     uint64_t created_ms;
     const uint8_t *in; /* the bytes being fed, read by recv_cb */
     size_t in_len;
@@ -114,7 +122,7 @@ static void pump(struct dc_ws_conn *c)
 static void cancel_all(struct dc_ws_conn *c)
 {
     for (struct ws_req *r = c->reqs; r != NULL; r = r->next)
-        dc_gen_cancel(r->call->gen);
+        dc_rpc_call_cancel(r->call);
 }
 
 void dc_ws_conn_close(struct dc_ws_conn *c, uint16_t code, const char *reason)
@@ -166,6 +174,31 @@ static void send_error(struct dc_ws_conn *c, const char *id_json, const char *ms
     dc_buf_cleanup(&b);
 }
 
+/* The error message of an OpenAI error: its message, plus its code and, for a 429, when to
+ * retry ({"type":"error","id":ID,"message":S,"code":S,"retry_after_ms":N}). */
+static void send_api_error(struct dc_ws_conn *c, const char *id_json, int status, const char *code,
+                           uint32_t retry_after_ms, const char *msg)
+{
+    struct dc_buf b;
+    int rc;
+
+    dc_buf_init(&b, 0);
+    rc = dc_buf_printf(
+        &b, "{\"type\":\"error\",\"id\":%s,\"message\":", id_json != NULL ? id_json : "null");
+    if (rc == 0)
+        rc = dc_api_json_str(&b, msg, strlen(msg));
+    if (rc == 0 && code != NULL)
+        rc = dc_buf_printf(&b, ",\"code\":\"%s\"", code);
+    if (rc == 0 && status == 429)
+        rc = dc_buf_printf(&b, ",\"retry_after_ms\":%u",
+                           retry_after_ms > 0 ? (unsigned)retry_after_ms : 1000u);
+    if (rc == 0)
+        rc = dc_buf_append_str(&b, "}");
+    if (rc == 0)
+        send_text(c, &b);
+    dc_buf_cleanup(&b);
+}
+
 static struct ws_req *find_req(struct dc_ws_conn *c, const char *id_json)
 {
     for (struct ws_req *r = c->reqs; r != NULL; r = r->next) {
@@ -182,7 +215,7 @@ static void on_auth(struct dc_ws_conn *c, json_t *msg)
     int rc = DC_EPERM;
 
     if (key != NULL && (header = dc_asprintf("Bearer %s", key)) != NULL) {
-        rc = dc_auth_check(c->sh->backend->auth, header, NULL);
+        rc = dc_auth_check(c->sh->backend->auth, header, c->key_id);
         explicit_bzero(header, strlen(header));
         dc_free(header);
     }
@@ -211,42 +244,35 @@ static void on_chat(struct dc_ws_conn *c, const char *id_json, const uint8_t *te
         send_error(c, id_json, "too many requests in flight on this socket");
         return;
     }
+    /* The one rate limit REST and gRPC count against too: a chat is a request. */
+    if (dc_api_rate_limited(c->sh->backend->ratelimit, c->key_id, c->client, &err)) {
+        send_api_error(c, id_json, err.status, err.code, err.retry_after_ms, err.message);
+        return;
+    }
     rc = dc_rpc_chat_parse(c->sh->backend, (const char *)text, len, &chat, &err);
     if (rc < 0) {
         send_error(c, id_json, err.message);
         return;
     }
-    if (c->sh->backend->engine == NULL) {
-        send_error(c, id_json, "no model is loaded on this node");
-        goto out;
-    }
-    if (dc_rpc_backend_overloaded(c->sh->backend)) {
-        send_error(c, id_json, "the server is busy: too many queued requests, retry later");
-        goto out;
-    }
     r = dc_calloc(1, sizeof(*r));
     if (r == NULL || (r->id = dc_strdup(id_json)) == NULL) {
         dc_free(r);
+        dc_rpc_chat_cleanup(&chat);
         send_error(c, id_json, "out of memory");
-        goto out;
-    }
-    rc = dc_rpc_call_submit(c->sh->backend, c->sh->mb, &chat, c, &r->call);
-    if (rc < 0) {
-        send_error(c, id_json,
-                   rc == DC_ELIMIT ? "context_length_exceeded: the prompt and max_tokens do not "
-                                     "fit the model's context"
-                                   : dc_strerror(rc));
-        dc_free(r->id);
-        dc_free(r);
-        goto out;
+        return;
     }
     r->logprobs = chat.req.logprobs;
+    rc = dc_rpc_call_start(c->sh->backend, c->sh->mb, &chat, c, &r->call, &err);
+    if (rc < 0) {
+        send_api_error(c, id_json, err.status, err.code, err.retry_after_ms, err.message);
+        dc_free(r->id);
+        dc_free(r);
+        return;
+    }
     r->next = c->reqs;
     c->reqs = r;
     c->n_reqs++;
     c->sh->n_calls++;
-out:
-    dc_rpc_chat_cleanup(&chat);
 }
 
 /* One complete text message. */
@@ -292,7 +318,7 @@ static void on_message(struct dc_ws_conn *c, const uint8_t *text, size_t len)
         if (r == NULL)
             send_error(c, id_json, "no request with this id is in flight");
         else
-            dc_gen_cancel(r->call->gen);
+            dc_rpc_call_cancel(r->call);
     }
     free(id_json);
     json_decref(msg);
@@ -343,6 +369,8 @@ int dc_ws_conn_new(struct dc_ws_shared *sh, bool authed, struct dc_ws_conn **out
     c->sh = sh;
     c->authed = authed;
     c->created_ms = dc_rpc_now_ms();
+    snprintf(c->key_id, sizeof(c->key_id), "-");
+    snprintf(c->client, sizeof(c->client), "?");
     dc_buf_init(&c->out, 0);
     *out = c;
     return 0;
@@ -358,7 +386,7 @@ void dc_ws_conn_free(struct dc_ws_conn *c)
         next = r->next;
         /* The call lives on until its DONE arrives; it no longer has anyone to stream to. */
         r->call->owner = NULL;
-        dc_gen_cancel(r->call->gen);
+        dc_rpc_call_cancel(r->call);
         dc_free(r->id);
         dc_free(r);
     }
@@ -435,6 +463,14 @@ bool dc_ws_conn_close_sent(const struct dc_ws_conn *c)
     return c->broken || wslay_event_get_close_sent(c->ctx);
 }
 
+void dc_ws_conn_set_identity(struct dc_ws_conn *c, const char *key_id, const char *client)
+{
+    if (key_id != NULL)
+        snprintf(c->key_id, sizeof(c->key_id), "%s", key_id);
+    if (client != NULL)
+        snprintf(c->client, sizeof(c->client), "%s", client);
+}
+
 bool dc_ws_conn_authed(const struct dc_ws_conn *c)
 {
     return c->authed;
@@ -472,7 +508,8 @@ static void on_call_event(struct dc_ws_conn *c, struct dc_rpc_event *ev)
                 send_text(c, &b);
         }
     } else if (ev->finish == DC_GEN_FINISH_ERROR) {
-        send_error(c, r->id, ev->text_len > 0 ? ev->text : dc_strerror(ev->error));
+        send_api_error(c, r->id, ev->status, ev->code, ev->retry_after_ms,
+                       ev->text_len > 0 ? ev->text : dc_strerror(ev->error));
     } else {
         rc = dc_buf_printf(&b,
                            "{\"type\":\"done\",\"id\":%s,\"finish_reason\":\"%s\",\"usage\":{"
@@ -589,6 +626,8 @@ struct ws_handoff {
     MHD_socket fd;
     struct MHD_UpgradeResponseHandle *urh;
     bool authed;
+    char key_id[DC_AUTH_KEY_ID_LEN];
+    char client[DC_API_ADDR_LEN];
     size_t n_extra;
     uint8_t extra[];
 };
@@ -791,6 +830,7 @@ static void adopt(struct dc_ws *srv, struct ws_handoff *ho)
         MHD_upgrade_action(ho->urh, MHD_UPGRADE_ACTION_CLOSE);
         return;
     }
+    dc_ws_conn_set_identity(s->conn, ho->key_id, ho->client);
     fl = fcntl(ho->fd, F_GETFL);
     if (fl >= 0)
         (void)fcntl(ho->fd, F_SETFL, fl | O_NONBLOCK);
@@ -896,8 +936,9 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
 {
     struct dc_ws *srv = cls;
     struct ws_handoff *ho = dc_malloc(sizeof(*ho) + n_extra);
+    const union MHD_ConnectionInfo *ci;
+    const char *auth;
 
-    DC_UNUSED(conn);
     if (ho == NULL) {
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         return;
@@ -905,6 +946,13 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
     ho->fd = fd;
     ho->urh = urh;
     ho->authed = req_cls == NULL; /* the access handler leaves a mark when auth is pending */
+    /* The rate limit's key: the id of the key the upgrade carried (checked by the access
+     * handler), else the client's address. */
+    auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (!ho->authed || dc_auth_check(srv->backend.auth, auth, ho->key_id) < 0)
+        snprintf(ho->key_id, sizeof(ho->key_id), "-");
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    dc_api_client_addr(ci != NULL ? ci->client_addr : NULL, ho->client);
     ho->n_extra = n_extra;
     if (n_extra > 0)
         memcpy(ho->extra, extra, n_extra);
@@ -1053,6 +1101,7 @@ int dc_ws_new(const struct dc_rpc_config *cfg, struct dc_ws **out, char *err, si
     rc = uv_loop_init(&srv->loop);
     if (rc < 0)
         goto err_backend;
+    srv->backend.loop = &srv->loop;
     if ((rc = uv_async_init(&srv->loop, &srv->async, on_async)) < 0 ||
         (rc = uv_timer_init(&srv->loop, &srv->timer)) < 0)
         goto err_loop;

@@ -55,6 +55,10 @@ bool dc_ws_conn_finished(const struct dc_ws_conn *c);
 void dc_ws_conn_close(struct dc_ws_conn *c, uint16_t code, const char *reason);
 /* Queues a ping. */
 void dc_ws_conn_ping(struct dc_ws_conn *c);
+/* Who the socket's chats count against in the rate limit: 'key_id' (dc_auth_check's id of the
+ * key the upgrade request carried; "-" when none) and the client's address (dc_api_client_addr).
+ * Either may be NULL (kept). An auth message later sets the key id. */
+void dc_ws_conn_set_identity(struct dc_ws_conn *c, const char *key_id, const char *client);
 bool dc_ws_conn_authed(const struct dc_ws_conn *c);
 /* True once our close frame is sent (or the conn broke): only the peer's close is awaited. */
 bool dc_ws_conn_close_sent(const struct dc_ws_conn *c);

@@ -55,7 +55,8 @@ static const struct key_def schema[] = {
      "listen", NULL, 0, 0, 0,
      "Multiaddrs the P2P host listens on. Port 0 picks a free port. Flag repeatable."},
     {"node", "bootstrap_nodes", KT_LIST, OFF(bootstrap_nodes), "", NULL, "bootstrap", NULL, 0, 0, 0,
-     "Peers to dial at start, as multiaddrs ending in /p2p/<PeerId>. Flag repeatable."},
+     "Peers to dial at start, as multiaddrs ending in /p2p/<PeerId> (/ip4, /ip6, or a /dns4, "
+     "/dns6 or /dns name). Flag repeatable."},
     {"node", "state_dir", KT_STRING, OFF(state_dir), NULL,
      "$XDG_DATA_HOME/democritus or ~/.local/share/democritus", "state-dir", NULL, 0, 0, KF_PATH,
      "Directory for the identity key, databases, lock and daemon.json (created 0700)."},
@@ -112,8 +113,8 @@ static const struct key_def schema[] = {
      "Compute threads per model; 0 = one per physical core."},
     {"engine", "parallel", KT_INT, OFF(parallel), "4", NULL, "parallel", NULL, 1, 256, 0,
      "Sequences decoded together per model (continuous batching slots)."},
-    {"engine", "gpu_layers", KT_INT, OFF(gpu_layers), "-1", NULL, "gpu-layers", NULL, -1, 100000,
-     0, "Layers offloaded to the GPU in GPU builds; -1 = all that fit, 0 = CPU only."},
+    {"engine", "gpu_layers", KT_INT, OFF(gpu_layers), "-1", NULL, "gpu-layers", NULL, -1, 100000, 0,
+     "Layers offloaded to the GPU in GPU builds; -1 = all that fit, 0 = CPU only."},
     {"engine", "memory_budget_mb", KT_INT, OFF(memory_budget_mb), "0", NULL, "memory-budget-mb",
      NULL, 0, INT64_C(1) << 30, 0,
      "Memory for loaded models before the least recently used is unloaded; 0 = half of RAM."},
@@ -140,8 +141,17 @@ static const struct key_def schema[] = {
      "(CORS); empty = none. Flag repeatable."},
     {"api", "rate_limit_rpm", KT_INT, OFF(rate_limit_rpm), "0", NULL, "rate-limit-rpm", NULL, 0,
      1000000, 0,
-     "REST requests per minute per API key (per client address when auth is off), beyond which "
-     "429 with Retry-After; 0 = off."},
+     "Requests per minute per API key (per client address when auth is off), counted across "
+     "REST, WebSocket chats and gRPC calls, beyond which 429 with Retry-After (WebSocket: an "
+     "error with retry_after_ms; gRPC: RESOURCE_EXHAUSTED); 0 = off."},
+    {"api", "ws_max_message_bytes", KT_INT, OFF(ws_max_message_bytes), "1048576", NULL,
+     "ws-max-message-bytes", NULL, 1024, INT64_C(64) << 20, 0,
+     "Largest WebSocket message (bytes) a client may send; a bigger one closes the socket with "
+     "1009."},
+    {"api", "grpc_max_message_bytes", KT_INT, OFF(grpc_max_message_bytes), "4194304", NULL,
+     "grpc-max-message-bytes", NULL, 1024, INT64_C(64) << 20, 0,
+     "Largest gRPC request message (bytes); a bigger one ends the call with "
+     "RESOURCE_EXHAUSTED."},
     {"log", "level", KT_ENUM, OFF(log_level), "info", NULL, "log-level",
      "error|warn|info|debug|trace", 0, 0, 0, "Least severe level written to stderr."},
     {"log", "format", KT_ENUM, OFF(log_format), "text", NULL, "log-format", "text|json", 0, 0, 0,

@@ -64,7 +64,9 @@ struct dc_config {
     int64_t api_max_connections;    /* REST connections */
     int64_t api_timeout_s;          /* REST idle/header timeout */
     struct dc_strlist cors_origins; /* browser origins allowed by CORS */
-    int64_t rate_limit_rpm;         /* per key (or client address); 0 = off */
+    int64_t rate_limit_rpm;         /* per key (or client address), all interfaces; 0 = off */
+    int64_t ws_max_message_bytes;   /* WebSocket message limit */
+    int64_t grpc_max_message_bytes; /* gRPC request message limit */
     /* [log] */
     char *log_level;
     char *log_format;

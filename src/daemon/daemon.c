@@ -239,6 +239,8 @@ struct daemon {
     json_t *p2p_addrs;       /* full dialable multiaddrs, /p2p/ included */
     struct dc_registry *reg; /* models; NULL with --no-model */
     struct dc_api *api;      /* REST server */
+    /* [api] rate_limit_rpm: the one limiter REST, WebSocket and gRPC share (or NULL) */
+    struct dc_api_ratelimit *ratelimit;
     char rest_url[96];
     struct dc_ws *ws;              /* WebSocket server */
     struct dc_grpc *grpc;          /* gRPC server */
@@ -659,7 +661,14 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
     }
     ac.cors_origins = (const char *const *)cfg->cors_origins.items;
     ac.n_cors_origins = cfg->cors_origins.n;
+    /* One limiter for the three interfaces: a key's budget is the same whichever it calls. */
+    if (cfg->rate_limit_rpm > 0) {
+        rc = dc_api_ratelimit_new((uint32_t)cfg->rate_limit_rpm, &d->ratelimit);
+        if (rc < 0)
+            return rc;
+    }
     ac.rate_limit_rpm = (uint32_t)cfg->rate_limit_rpm;
+    ac.ratelimit = d->ratelimit;
     rc = dc_api_new(&ac, &d->api, err, sizeof(err));
     if (rc < 0) {
         dc_log_error(LOG, "%s", err);
@@ -742,8 +751,8 @@ out:
     return rc;
 }
 
-/* Starts the WebSocket and gRPC servers on [api].bind, serving the registry's default model
- * with the same keys and limits as REST. */
+/* Starts the WebSocket and gRPC servers on [api].bind, serving the registry's models (and
+ * peers, through the remote hooks) with the same keys, rate limiter and queue bound as REST. */
 static int start_rpc(struct daemon *d)
 {
     const struct dc_config *cfg = d->cfg;
@@ -763,13 +772,20 @@ static int start_rpc(struct daemon *d)
     rc_cfg.max_connections = (uint32_t)cfg->api_max_connections;
     rc_cfg.default_temperature = cfg->temperature;
     rc_cfg.version = DC_VERSION;
+    rc_cfg.ratelimit = d->ratelimit;
+    if (d->remote != NULL) {
+        rc_cfg.remote = &dc_remote_hooks;
+        rc_cfg.remote_ud = d->remote;
+    }
     rc_cfg.port = (uint16_t)cfg->ws_port;
+    rc_cfg.max_message_bytes = (size_t)cfg->ws_max_message_bytes;
     rc = dc_ws_new(&rc_cfg, &d->ws, err, sizeof(err));
     if (rc < 0) {
         dc_log_error(LOG, "%s", err);
         return rc;
     }
     rc_cfg.port = (uint16_t)cfg->grpc_port;
+    rc_cfg.max_message_bytes = (size_t)cfg->grpc_max_message_bytes;
     rc = dc_grpc_new(&rc_cfg, &d->grpc, err, sizeof(err));
     if (rc < 0) {
         dc_log_error(LOG, "%s", err);
@@ -973,6 +989,8 @@ out_host:
     dc_grpc_free(d.grpc);
     dc_ws_free(d.ws);
     dc_api_free(d.api);
+    /* After the three servers that borrow it. */
+    dc_api_ratelimit_free(d.ratelimit);
     dc_infer_server_free(d.infer); /* before the registry: it releases the engines it holds */
     if (d.hasher_started) {
         atomic_store(&d.hasher_stop, true); /* it gives up within one 1 MiB read */

@@ -3,7 +3,11 @@
 // Chat (server streaming, usage on the last chunk), Health, ListPeers, GetReputation, a
 // deadline (DEADLINE_EXCEEDED, generation stopped), a client cancel (generation stopped), a bad
 // key (UNAUTHENTICATED), an unknown method (UNIMPLEMENTED), a bad protobuf (INVALID_ARGUMENT),
-// invalid parameters (INVALID_ARGUMENT), and grpc.health.v1.Health/Check without a key.
+// invalid parameters (INVALID_ARGUMENT), and grpc.health.v1.Health/Check without a key. The
+// model resolves as on REST (a second registry model loaded on demand; an unknown one
+// NOT_FOUND; a PeerId forwarded to that peer), the request limit is the configured grpc_max_message_bytes, and a second daemon
+// checks admission: a full model queue and the rate limit REST shares are RESOURCE_EXHAUSTED
+// with a grpc-message that says when to retry.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +23,7 @@ const def = protoLoader.loadSync(['democritus.proto', 'grpc/health/v1/health.pro
   oneofs: true,
 });
 const pkg = grpc.loadPackageDefinition(def);
+const LIMIT = 65536; // --grpc-max-message-bytes
 
 let srv;
 let client;
@@ -27,7 +32,7 @@ const auth = new grpc.Metadata();
 auth.set('authorization', `Bearer ${KEY}`);
 
 before(async () => {
-  srv = await startModelDaemon();
+  srv = await startModelDaemon(['--grpc-max-message-bytes', String(LIMIT)]);
   assert.match(srv.ready.grpc, /^127\.0\.0\.1:\d+$/);
   client = new pkg.democritus.v1.Democritus(srv.ready.grpc, grpc.credentials.createInsecure());
   health = new pkg.grpc.health.v1.Health(srv.ready.grpc, grpc.credentials.createInsecure());
@@ -49,9 +54,9 @@ const unary = (c, method, req, md = auth, opts = {}) => new Promise((resolve, re
 });
 
 // Collects a Chat stream: resolves { chunks } or rejects with the call's error.
-function chatStream(req, md = auth, opts = {}, onCall = () => {}) {
+function chatStream(req, md = auth, opts = {}, onCall = () => {}, c = client) {
   return new Promise((resolve, reject) => {
-    const call = client.Chat(req, md, opts);
+    const call = c.Chat(req, md, opts);
     const chunks = [];
     call.on('data', (c) => { chunks.push(c); onCall(call, chunks); });
     call.on('error', (e) => { e.chunks = chunks; reject(e); });
@@ -156,6 +161,89 @@ test('grpc: a message over 4 MiB is RESOURCE_EXHAUSTED and the server keeps serv
     (e) => e.code === grpc.status.RESOURCE_EXHAUSTED);
   const h = await unary(client, 'Health', {});
   assert.equal(h.status, 'ok');
+});
+
+test('grpc: the configured grpc_max_message_bytes (64 KiB) is the limit', async () => {
+  await assert.rejects(chatStream({ messages: [{ role: 'user', content: 'x'.repeat(LIMIT + 100) }] }),
+    (e) => e.code === grpc.status.RESOURCE_EXHAUSTED);
+  // Under the limit the message is taken (and refused for the model's context instead).
+  await assert.rejects(chatStream({ messages: [{ role: 'user', content: 'x'.repeat(LIMIT - 200) }], max_tokens: 1 }),
+    (e) => e.code === grpc.status.INVALID_ARGUMENT && /context/.test(e.details));
+});
+
+test('grpc: Chat with a non-default registry model loads it on demand', async () => {
+  const { chunks } = await chatStream({ messages, model: 'other', max_tokens: 5, temperature: 0 });
+  const last = chunks.at(-1);
+  assert.ok(['stop', 'length'].includes(last.finish_reason), JSON.stringify(last));
+  assert.ok(last.usage.completion_tokens > 0 && last.usage.completion_tokens <= 5);
+  for (const model of ['local', 'tiny']) {
+    const r = await chatStream({ messages, model, max_tokens: 2 });
+    assert.ok(r.chunks.at(-1).usage.total_tokens > 0);
+  }
+  await assert.rejects(chatStream({ messages, model: 'no-such-model' }),
+    (e) => e.code === grpc.status.NOT_FOUND && /no-such-model/.test(e.details));
+});
+
+test('grpc: a PeerId as the model forwards the chat to that peer', async () => {
+  const peer = await startModelDaemon(['--remote-max-tokens', '8']);
+  try {
+    const hdr = { Authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+    const msgs = [{ role: 'user', content: 'Hello there' }];
+    const direct = await (await fetch(`${peer.ready.rest}/v1/chat/completions`, {
+      method: 'POST', headers: hdr, body: JSON.stringify({ messages: msgs, max_tokens: 6, temperature: 0 }),
+    })).json();
+    const res = await fetch(`${srv.ready.rest}/api/peers/connect`, {
+      method: 'POST', headers: hdr, body: JSON.stringify({ multiaddr: peer.ready.p2p.split(',')[0] }),
+    });
+    assert.equal(res.status, 200, await res.text());
+    const { chunks } = await chatStream({ messages: msgs, model: peer.ready.peer, max_tokens: 6, temperature: 0 });
+    assert.equal(chunks.map((c) => c.text).join(''), direct.choices[0].message.content);
+    assert.equal(chunks.at(-1).usage.completion_tokens, direct.usage.completion_tokens);
+    // The peer's refusal (over its max_tokens cap) keeps its meaning: INVALID_ARGUMENT.
+    await assert.rejects(chatStream({ messages: msgs, model: peer.ready.peer, max_tokens: 100 }),
+      (e) => e.code === grpc.status.INVALID_ARGUMENT && /cap of 8/.test(e.details));
+  } finally {
+    peer.d.proc.kill('SIGTERM');
+    await peer.d.exited;
+    removeDir(peer.root);
+  }
+});
+
+test('grpc: a full queue and the shared rate limit are RESOURCE_EXHAUSTED with retry after N ms', async () => {
+  const lim = await startModelDaemon(['--parallel', '1', '--max-queue', '1', '--rate-limit-rpm', '6']);
+  const c = new pkg.democritus.v1.Democritus(lim.ready.grpc, grpc.credentials.createInsecure());
+  try {
+    // One generating (long), one queued, the third refused.
+    let a;
+    const first = new Promise((res) => {
+      a = chatStream({ messages }, auth, {}, (call, chunks) => { if (chunks.length === 1) res(call); }, c);
+      a.catch(() => {});
+    });
+    const callA = await first;
+    const b = chatStream({ messages }, auth, {}, () => {}, c);
+    b.catch(() => {});
+    await new Promise((r) => setTimeout(r, 200)); // B reaches the engine's queue
+    await assert.rejects(chatStream({ messages, max_tokens: 2 }, auth, {}, () => {}, c),
+      (e) => e.code === grpc.status.RESOURCE_EXHAUSTED && /retry after 1000 ms/.test(e.details));
+    callA.cancel();
+    await assert.rejects(a, (e) => e.code === grpc.status.CANCELLED);
+    // B generates until the daemon stops. The key's bucket (6 a minute, shared with REST) has
+    // 3 tokens left: spend them.
+    let limited = null;
+    for (let i = 0; i < 8 && !limited; i++) {
+      try { await unary(c, 'Health', {}); } catch (e) { limited = e; }
+    }
+    assert.ok(limited, 'never rate limited');
+    assert.equal(limited.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(limited.details, /Rate limit of 6 requests per minute.*retry after \d+ ms/);
+    const res = await fetch(`${lim.ready.rest}/v1/models`, { headers: { Authorization: `Bearer ${KEY}` } });
+    assert.equal(res.status, 429);
+  } finally {
+    c.close();
+    lim.d.proc.kill('SIGTERM');
+    await lim.d.exited;
+    removeDir(lim.root);
+  }
 });
 
 // Last: it stops the daemon.

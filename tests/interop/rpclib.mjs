@@ -9,7 +9,8 @@ import { startDaemon, tempDir, loopbackFlags, parseReady } from '../e2e/lib.mjs'
 export const KEY = 'interop-secret-key';
 
 // Starts the daemon on a fresh gguf-gen model (context 4096, so a generation without
-// max_tokens runs long enough to be cancelled). Resolves { d, ready, root }.
+// max_tokens runs long enough to be cancelled), the default, plus a second registry model
+// 'other' in models_dir (loaded on demand). Resolves { d, ready, root }.
 export async function startModelDaemon(extra = []) {
   const build = process.env.DC_BUILD_DIR;
   if (!build) {
@@ -23,6 +24,9 @@ export async function startModelDaemon(extra = []) {
   execFileSync(join(build, 'bin', 'gguf-gen'), ['--arch', 'llama', '--dim', '64', '--layers', '2',
     '--heads', '4', '--kv-heads', '4', '--vocab', '512', '--ctx', '4096', '--type', 'f32',
     '--seed', '1', '-o', model]);
+  execFileSync(join(build, 'bin', 'gguf-gen'), ['--arch', 'llama', '--dim', '64', '--layers', '2',
+    '--heads', '4', '--kv-heads', '4', '--vocab', '512', '--ctx', '4096', '--type', 'f32',
+    '--seed', '2', '-o', join(models, 'other.gguf')]);
   const d = startDaemon([...loopbackFlags(join(root, 'state')), '--model', model,
     '--models-dir', models, '--api-key', KEY, ...extra], { timeout: 60000 });
   const ready = parseReady(await d.ready);

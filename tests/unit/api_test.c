@@ -3,8 +3,9 @@
  * api_test.c - the pure parts of the REST API: request bodies to engine parameters (every
  * field, its type and range errors naming the field, malformed JSON naming line and column,
  * refusals of what we do not support), OpenAI error objects, the JSON string escaper (control
- * characters, invalid UTF-8), base64, route lookup, API-key checks, and an allocation-failure
- * loop over the parser. The server itself is driven end to end by tests/e2e/rest.test.mjs.
+ * characters, invalid UTF-8), base64, route lookup, API-key checks, the model resolution REST,
+ * WebSocket and gRPC share, and an allocation-failure loop over the parser. The server itself is
+ * driven end to end by tests/e2e/rest.test.mjs.
  */
 #include <jansson.h>
 #include <setjmp.h>
@@ -382,6 +383,63 @@ static void test_alloc_failures(void **state)
     }
 }
 
+/* The model resolution every interface shares (resolve.c), on what needs no registry. */
+static void test_model_resolve(void **state)
+{
+    static const char peer[] = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    static const struct dc_api_remote_hooks hooks = {0};
+    struct dc_api_models m = {.def_id = "tiny"};
+    struct dc_api_request req;
+    struct dc_api_error err;
+    struct dc_engine *e = (struct dc_engine *)&m; /* must be overwritten */
+    enum dc_api_target t;
+    char body[256];
+
+    (void)state;
+    assert_int_equal(dc_api_model_target(&m, NULL), DC_API_TARGET_DEFAULT);
+    assert_int_equal(dc_api_model_target(&m, ""), DC_API_TARGET_DEFAULT);
+    assert_int_equal(dc_api_model_target(&m, "local"), DC_API_TARGET_DEFAULT);
+    assert_int_equal(dc_api_model_target(&m, "tiny"), DC_API_TARGET_DEFAULT);
+    assert_int_equal(dc_api_model_target(&m, "other"), DC_API_TARGET_REGISTRY);
+    assert_int_equal(dc_api_model_target(&m, peer), DC_API_TARGET_PEER);
+
+    /* No model on this node: 503 model_not_loaded, for the default and registry ids alike. */
+    assert_int_equal(
+        parse(DC_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &req, &err),
+        0);
+    assert_int_equal(dc_api_model_resolve(&m, &req, &t, &e, &err), DC_ESTATE);
+    assert_null(e);
+    assert_int_equal(err.status, 503);
+    assert_string_equal(err.code, "model_not_loaded");
+    dc_api_request_cleanup(&req);
+
+    /* A PeerId without remote hooks: 503 p2p_unavailable; with them, a chat resolves to the
+     * peer and anything else a peer cannot take is a 400. */
+    snprintf(body, sizeof(body),
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", peer);
+    assert_int_equal(parse(DC_API_CHAT, body, &req, &err), 0);
+    assert_int_equal(dc_api_model_resolve(&m, &req, &t, &e, &err), DC_ESTATE);
+    assert_int_equal(t, DC_API_TARGET_PEER);
+    assert_string_equal(err.code, "p2p_unavailable");
+    m.remote = &hooks;
+    assert_int_equal(dc_api_model_resolve(&m, &req, &t, &e, &err), 0);
+    assert_int_equal(t, DC_API_TARGET_PEER);
+    assert_null(e);
+    dc_api_request_cleanup(&req);
+    snprintf(body, sizeof(body), "{\"model\":\"%s\",\"prompt\":\"x\"}", peer);
+    assert_int_equal(parse(DC_API_COMPLETION, body, &req, &err), 0);
+    assert_int_equal(dc_api_model_resolve(&m, &req, &t, &e, &err), DC_EINVAL);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.code, "model_not_supported");
+    dc_api_request_cleanup(&req);
+
+    /* The queue-full 429 says when to retry. */
+    dc_api_queue_full(&err, "tiny");
+    assert_int_equal(err.status, 429);
+    assert_int_equal(err.retry_after_ms, 1000);
+    assert_non_null(strstr(err.message, "retry after 1000 ms"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_embeddings),     cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_json_str),       cmocka_unit_test(test_routes),
         cmocka_unit_test(test_auth),           cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_model_resolve),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

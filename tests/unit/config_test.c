@@ -141,6 +141,30 @@ static void test_errors(void **state)
     expect_error(NULL, NULL, bad_level, 1, "--log-level: must be one of error|warn|info");
     expect_error("[expert]\nbackend = \"upstream\"\n", NULL, NULL, 0, "needs [expert] upstream");
     expect_error(NULL, NULL, bad_psk, 1, "--private-swarm-key: must be 64 hexadecimal digits");
+    expect_error("[api]\nws_max_message_bytes = 100\n", NULL, NULL, 0,
+                 "[api] ws_max_message_bytes: 100 is out of range (1024 to 67108864)");
+    expect_error("[api]\ngrpc_max_message_bytes = 134217728\n", NULL, NULL, 0,
+                 "[api] grpc_max_message_bytes: 134217728 is out of range (1024 to 67108864)");
+}
+
+/* The message limits of WebSocket and gRPC: defaults as the compile-time ones were, and
+ * settable by file, environment and flag. */
+static void test_message_limits(void **state)
+{
+    struct dc_config cfg;
+    char err[512];
+    char *env[] = {"DEMOCRITUS_API_GRPC_MAX_MESSAGE_BYTES=65536", NULL};
+    struct dc_config_flag flags[] = {{"ws-max-message-bytes", "4096"}};
+
+    (void)state;
+    assert_int_equal(load(&cfg, NULL, NULL, NULL, 0, err), 0);
+    assert_int_equal(cfg.ws_max_message_bytes, 1 << 20);
+    assert_int_equal(cfg.grpc_max_message_bytes, 4 << 20);
+    dc_config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, NULL, env, flags, 1, err), 0);
+    assert_int_equal(cfg.ws_max_message_bytes, 4096);
+    assert_int_equal(cfg.grpc_max_message_bytes, 65536);
+    dc_config_cleanup(&cfg);
 }
 
 static void test_secret_not_echoed(void **state)
@@ -261,15 +285,11 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_repeatable_flag),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_secret_not_echoed),
-        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_api_key_file),
-        cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_generated_files_current),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_repeatable_flag), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_message_limits),  cmocka_unit_test(test_secret_not_echoed),
+        cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_api_key_file),
+        cmocka_unit_test(test_alloc_failures),  cmocka_unit_test(test_generated_files_current),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

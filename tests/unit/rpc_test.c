@@ -5,7 +5,8 @@
  * grpc-message encoding; WebSocket frames through dc_ws_conn (auth by message, errors that keep
  * the socket open, close codes 1003/1007/1008/1009); gRPC calls from a real nghttp2 client
  * session through dc_grpc_conn (status codes, Trailers-Only errors, unary replies, deadlines);
- * and allocation-failure loops over both constructors.
+ * the rate limit both share with REST (one budget per key, RESOURCE_EXHAUSTED and the WebSocket
+ * error with retry_after_ms); and allocation-failure loops over both constructors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -205,7 +206,15 @@ static void test_ws_messages(void **state)
     WS_TEXT(c, "{\"type\":\"chat\",\"id\":\"q2\",\"messages\":[{\"role\":\"user\",\"content\":"
                "\"hi\"}]}");
     server_frames(c, text, sizeof(text), &code);
-    assert_non_null(strstr(text, "no model"));
+    assert_non_null(strstr(text, "No model is loaded"));
+    assert_non_null(strstr(text, "\"code\":\"model_not_loaded\""));
+    /* A PeerId as the model, without remote hooks: refused as REST refuses it. */
+    WS_TEXT(c, "{\"type\":\"chat\",\"id\":\"q3\",\"model\":"
+               "\"12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA\",\"messages\":[{\"role\":"
+               "\"user\",\"content\":\"hi\"}]}");
+    server_frames(c, text, sizeof(text), &code);
+    assert_non_null(strstr(text, "\"id\":\"q3\""));
+    assert_non_null(strstr(text, "p2p_unavailable"));
     WS_TEXT(c, "{\"type\":\"cancel\",\"id\":\"nope\"}");
     server_frames(c, text, sizeof(text), &code);
     assert_non_null(strstr(text, "\"id\":\"nope\""));
@@ -651,6 +660,95 @@ static void test_grpc_bad_http2(void **state)
     fixture_cleanup(&f);
 }
 
+/* ---- the rate limit REST shares: one budget per key across WebSocket and gRPC ---- */
+
+static void test_rate_limit(void **state)
+{
+    struct fixture f;
+    struct dc_ws_shared wsh = {0};
+    struct dc_grpc_shared gsh = {0};
+    struct dc_api_ratelimit *rl;
+    struct dc_ws_conn *c;
+    struct gclient g = {0};
+    nghttp2_session_callbacks *cbs;
+    Democritus__V1__HealthRequest hq = DEMOCRITUS__V1__HEALTH_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckRequest cq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    char text[4096];
+    unsigned code;
+    const char *chat = "{\"type\":\"chat\",\"id\":\"r\",\"messages\":[{\"role\":\"user\","
+                       "\"content\":\"hi\"}]}";
+
+    (void)state;
+    assert_int_equal(dc_api_ratelimit_new(0, &rl), DC_EINVAL);
+    assert_int_equal(dc_api_ratelimit_new(2, &rl), 0); /* 2 a minute: one per 30 s */
+    fixture_init(&f);
+    f.backend.ratelimit = rl;
+    wsh.backend = gsh.backend = &f.backend;
+    wsh.mb = gsh.mb = &f.mb;
+    wsh.max_message = gsh.max_message = 1024;
+
+    /* WebSocket: the key's first chat passes the limit (and fails for want of a model). */
+    assert_int_equal(dc_ws_conn_new(&wsh, false, &c), 0);
+    dc_ws_conn_set_identity(c, NULL, "192.0.2.7");
+    WS_TEXT(c, "{\"type\":\"auth\",\"key\":\"unit-key\"}");
+    server_frames(c, text, sizeof(text), &code);
+    WS_TEXT(c, chat);
+    server_frames(c, text, sizeof(text), &code);
+    assert_non_null(strstr(text, "No model"));
+
+    /* gRPC: the same key's Health passes and spends the bucket's last token. */
+    assert_int_equal(dc_grpc_conn_new(&gsh, &g.c), 0);
+    dc_grpc_conn_set_client(g.c, "192.0.2.8");
+    assert_int_equal(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, gc_send);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, gc_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, gc_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, gc_close);
+    assert_int_equal(nghttp2_session_client_new(&g.s, cbs, &g), 0);
+    nghttp2_session_callbacks_del(cbs);
+    assert_int_equal(nghttp2_submit_settings(g.s, NGHTTP2_FLAG_NONE, NULL, 0), 0);
+    gc_call(&g, "/democritus.v1.Democritus/Health", "Bearer unit-key", NULL, &hq.base);
+    assert_int_equal(g.grpc_status, 0);
+    /* Now the bucket is empty for both interfaces: RESOURCE_EXHAUSTED saying when to retry. */
+    gc_call(&g, "/democritus.v1.Democritus/Health", "Bearer unit-key", NULL, &hq.base);
+    assert_int_equal(g.grpc_status, DC_GRPC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(g.grpc_message, "retry after "));
+    assert_non_null(strstr(g.grpc_message, " ms"));
+    assert_int_equal(g.body_len, 0);
+    /* The standard health check is never limited (like REST's /health). */
+    gc_call(&g, "/grpc.health.v1.Health/Check", NULL, NULL, &cq.base);
+    assert_int_equal(g.grpc_status, 0);
+    /* A WebSocket chat: an error naming the limit, with retry_after_ms; the socket stays open. */
+    WS_TEXT(c, chat);
+    server_frames(c, text, sizeof(text), &code);
+    assert_non_null(strstr(text, "\"type\":\"error\",\"id\":\"r\""));
+    assert_non_null(strstr(text, "Rate limit of 2 requests per minute"));
+    assert_non_null(strstr(text, "\"code\":\"rate_limit_exceeded\""));
+    assert_non_null(strstr(text, "\"retry_after_ms\":"));
+    assert_int_equal(code, 0);
+    assert_true(dc_ws_conn_want_read(c));
+    dc_ws_conn_free(c);
+
+    /* Without a key (auth passed by the upgrade of a keyless server would give "-"), the
+     * client's address is the key: a fresh address has a full bucket. */
+    assert_int_equal(dc_ws_conn_new(&wsh, true, &c), 0);
+    dc_ws_conn_set_identity(c, "-", "192.0.2.9");
+    WS_TEXT(c, chat);
+    server_frames(c, text, sizeof(text), &code);
+    assert_null(strstr(text, "Rate limit"));
+    WS_TEXT(c, chat);
+    WS_TEXT(c, chat);
+    server_frames(c, text, sizeof(text), &code);
+    assert_non_null(strstr(text, "for this address"));
+    dc_ws_conn_free(c);
+
+    assert_int_equal(wsh.n_calls + gsh.n_calls, 0);
+    nghttp2_session_del(g.s);
+    dc_grpc_conn_free(g.c);
+    fixture_cleanup(&f);
+    dc_api_ratelimit_free(rl);
+}
+
 /* ---- allocation failures ---- */
 
 static void test_alloc_failures(void **state)
@@ -700,7 +798,7 @@ int main(void)
         cmocka_unit_test(test_accept_key),          cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_timeout_and_message), cmocka_unit_test(test_ws_messages),
         cmocka_unit_test(test_grpc_calls),          cmocka_unit_test(test_grpc_bad_http2),
-        cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_rate_limit),          cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
