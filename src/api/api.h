@@ -32,12 +32,22 @@ struct dc_auth;
 
 #define DC_AUTH_KEY_ID_LEN 13 /* "key-" + 8 hex digits + NUL */
 
+/* The engine queue priority of a priority key's requests (others: 0). */
+#define DC_AUTH_PRIORITY_HIGH 10
+
 /*
  * Builds the key set from 'n' keys (borrowed; only their SHA-256 hashes are kept, so the keys
- * themselves never stay in this object). No keys means every request passes. Returns 0 or
- * DC_ENOMEM; DC_EINVAL for an empty key.
+ * themselves never stay in this object). No keys means every request passes. The
+ * 'n_priority' priority keys (borrowed; each must also be one of 'keys') get
+ * DC_AUTH_PRIORITY_HIGH from dc_auth_priority. Returns 0 or DC_ENOMEM; DC_EINVAL for an empty
+ * key or a priority key that is not among 'keys'.
  */
-DC_MUST_CHECK int dc_auth_new(const char *const *keys, size_t n, struct dc_auth **out);
+DC_MUST_CHECK int dc_auth_new(const char *const *keys, size_t n, const char *const *priority_keys,
+                              size_t n_priority, struct dc_auth **out);
+/* The queue priority of requests made with the key whose id dc_auth_check gave:
+ * DC_AUTH_PRIORITY_HIGH for a priority key, else 0 (also for NULL, "-" or an unknown id). The
+ * engine serves higher priorities first among queued requests (FIFO within one). */
+int32_t dc_auth_priority(const struct dc_auth *a, const char *key_id);
 /* Frees the set (hashes wiped). NULL is a no-op. */
 void dc_auth_free(struct dc_auth *a);
 /* True when keys are configured (requests must present one). NULL: false. */
@@ -76,6 +86,8 @@ struct dc_api_config {
     uint16_t port;           /* 0 picks a free one (dc_api_port tells which) */
     const char *const *keys; /* API keys (borrowed), n_keys of them; none = no auth */
     size_t n_keys;
+    const char *const *priority_keys; /* those of 'keys' queued first (borrowed) */
+    size_t n_priority_keys;
     struct dc_registry *registry; /* borrowed, may be NULL: inference routes answer 503 */
     uint32_t max_queue;           /* requests waiting per model beyond its slots; 0 = 64 */
     uint32_t max_connections;     /* 0 = 1024 */
@@ -195,6 +207,8 @@ struct dc_rpc_config {
     uint16_t port;           /* 0 picks a free one */
     const char *const *keys; /* API keys (borrowed); none = no auth */
     size_t n_keys;
+    const char *const *priority_keys; /* those of 'keys' queued first (borrowed) */
+    size_t n_priority_keys;
     struct dc_registry *registry; /* borrowed, may be NULL: chats fail with "no model" */
     uint32_t max_queue;           /* queued requests beyond which new ones are refused; 0 = 64 */
     uint32_t max_connections;     /* 0 = 1024 */

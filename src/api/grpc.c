@@ -449,6 +449,7 @@ static void do_chat(struct gstream *s, const uint8_t *msg, size_t len)
     }
     /* The model resolves as on REST: unknown NOT_FOUND, a full queue RESOURCE_EXHAUSTED (its
      * message says when to retry), no model UNAVAILABLE. */
+    chat.req.gen.priority = dc_auth_priority(sh->backend->auth, s->key_id);
     rc = dc_rpc_call_start(sh->backend, sh->mb, &chat, s, &s->call, &err);
     if (rc < 0) {
         finish(s, status_of_http(err.status), err.message);

@@ -899,10 +899,12 @@ int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, 
         rc = DC_ENOMEM;
         goto err_free;
     }
-    rc = dc_auth_new((const char *const *)cfg->keys, cfg->n_keys, &api->auth);
+    rc = dc_auth_new((const char *const *)cfg->keys, cfg->n_keys, cfg->priority_keys,
+                     cfg->n_priority_keys, &api->auth);
     if (rc < 0) {
         snprintf(err, errlen, "[api] api_keys: %s",
-                 rc == DC_EINVAL ? "empty key" : dc_strerror(rc));
+                 rc == DC_EINVAL ? "an empty key, or a priority key that is not a key"
+                                 : dc_strerror(rc));
         goto err_free;
     }
     rc = dc_api_limits_new(cfg, &api->limits);

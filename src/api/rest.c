@@ -600,6 +600,7 @@ void dc_rest_start(struct dc_api_req *r)
     r->refs++;
     pthread_mutex_unlock(&r->mu);
     dc_api_engine_ref(api, 1);
+    g.priority = dc_auth_priority(api->auth, r->key_id);
     rc = dc_engine_submit(r->engine, &g, dc_sse_on_event, r, &gen);
     dc_free(prompt);
     if (rc < 0) {

@@ -65,7 +65,7 @@ int dc_rpc_backend_init(struct dc_rpc_backend *b, const struct dc_rpc_config *cf
     b->ratelimit = cfg->ratelimit;
     b->remote_ud = cfg->remote_ud;
     b->models.remote = cfg->remote;
-    rc = dc_auth_new(cfg->keys, cfg->n_keys, &b->auth);
+    rc = dc_auth_new(cfg->keys, cfg->n_keys, cfg->priority_keys, cfg->n_priority_keys, &b->auth);
     if (rc < 0)
         return rc;
     if (b->registry != NULL) {

@@ -262,6 +262,7 @@ static void on_chat(struct dc_ws_conn *c, const char *id_json, const uint8_t *te
         return;
     }
     r->logprobs = chat.req.logprobs;
+    chat.req.gen.priority = dc_auth_priority(c->sh->backend->auth, c->key_id);
     rc = dc_rpc_call_start(c->sh->backend, c->sh->mb, &chat, c, &r->call, &err);
     if (rc < 0) {
         send_api_error(c, id_json, err.status, err.code, err.retry_after_ms, err.message);

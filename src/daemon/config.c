@@ -130,6 +130,10 @@ static const struct key_def schema[] = {
      "Bearer keys clients must present; empty = no auth (loopback only). Flag repeatable."},
     {"api", "api_key_file", KT_STRING, OFF(api_key_file), NULL, NULL, "api-key-file", NULL, 0, 0,
      KF_PATH, "File with one API key per line, added to api_keys."},
+    {"api", "priority_api_keys", KT_LIST, OFF(priority_api_keys), "", NULL, "priority-api-key",
+     NULL, 0, 0, KF_SECRET,
+     "Keys whose requests wait ahead of other keys' in each model's queue; each is a valid key "
+     "too. Flag repeatable."},
     {"api", "max_queue", KT_INT, OFF(api_max_queue), "64", NULL, "max-queue", NULL, 1, 65536, 0,
      "Requests allowed to wait per model beyond its busy slots; more answer 429."},
     {"api", "max_connections", KT_INT, OFF(api_max_connections), "1024", NULL, "max-connections",
@@ -737,6 +741,16 @@ int dc_config_load_secrets(struct dc_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "%s: cannot read private swarm key file: %s",
                  cfg->private_swarm_key_file, dc_strerror(rc));
         return DC_ECONFIG;
+    }
+    /* Priority keys are keys too: one set for the auth check and for "are keys configured". */
+    for (size_t i = 0; i < cfg->priority_api_keys.n; i++) {
+        const char *k = cfg->priority_api_keys.items[i];
+        bool known = false;
+
+        for (size_t j = 0; j < cfg->api_keys.n && !known; j++)
+            known = strcmp(cfg->api_keys.items[j], k) == 0;
+        if (!known && (rc = strlist_push(&cfg->api_keys, k, strlen(k))) < 0)
+            return rc;
     }
     if (cfg->api_key_file == NULL)
         return 0;

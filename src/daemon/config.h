@@ -58,7 +58,8 @@ struct dc_config {
     int64_t rest_port;
     int64_t grpc_port;
     int64_t ws_port;
-    struct dc_strlist api_keys; /* secret: never logged */
+    struct dc_strlist api_keys; /* secret: never logged; priority keys included after loading */
+    struct dc_strlist priority_api_keys; /* secret: queued ahead of other keys' requests */
     char *api_key_file;
     int64_t api_max_queue;          /* per model, beyond its slots */
     int64_t api_max_connections;    /* REST connections */

@@ -645,6 +645,8 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
     ac.port = (uint16_t)cfg->rest_port;
     ac.keys = (const char *const *)cfg->api_keys.items;
     ac.n_keys = cfg->api_keys.n;
+    ac.priority_keys = (const char *const *)cfg->priority_api_keys.items;
+    ac.n_priority_keys = cfg->priority_api_keys.n;
     ac.registry = d->reg;
     ac.max_queue = (uint32_t)cfg->api_max_queue;
     ac.max_connections = (uint32_t)cfg->api_max_connections;
@@ -767,6 +769,8 @@ static int start_rpc(struct daemon *d)
     rc_cfg.bind = cfg->bind;
     rc_cfg.keys = (const char *const *)cfg->api_keys.items;
     rc_cfg.n_keys = cfg->api_keys.n;
+    rc_cfg.priority_keys = (const char *const *)cfg->priority_api_keys.items;
+    rc_cfg.n_priority_keys = cfg->priority_api_keys.n;
     rc_cfg.registry = d->reg;
     rc_cfg.max_queue = (uint32_t)cfg->api_max_queue;
     rc_cfg.max_connections = (uint32_t)cfg->api_max_connections;

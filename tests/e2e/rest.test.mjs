@@ -501,3 +501,43 @@ test('rest: a full queue answers 429 with Retry-After', { skip: !haveModel && 'n
     removeDir(root);
   }
 });
+
+test('rest: a priority key\'s request leaves the queue before an earlier one of another key', { skip: !haveModel && 'no gguf-gen' }, async () => {
+  const root = tempDir('dc-rest-');
+  try {
+    mkdirSync(join(root, 'models'), { recursive: true });
+    makeModel(join(root, 'models'));
+    const { d, url } = await start(root, ['--parallel', '1', '--max-queue', '4', '--max-context', '512',
+      '--api-key', 'sk-plain', '--priority-api-key', 'sk-first']);
+    const auth = (k) => ({ authorization: `Bearer ${k}` });
+    const until = async (what, pred) => {
+      const end = Date.now() + 20000;
+      for (;;) {
+        const h = await json(await fetch(`${url}/api/health`, { headers: auth('sk-plain') }));
+        if (pred(h)) return;
+        assert.ok(Date.now() < end, `timed out waiting for ${what}: ${JSON.stringify(h)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    // A holds the only slot (greedy from "b" runs to max_tokens on this model); B (plain key)
+    // queues first, C (priority key) after it.
+    const a = post(url, '/v1/completions', { prompt: 'b', max_tokens: 500, temperature: 0 }, auth('sk-plain'));
+    await until('A generating', (h) => h.active_requests === 1);
+    const order = [];
+    const later = (prompt, key, name) => post(url, '/v1/completions', { prompt, max_tokens: 4 }, auth(key))
+      .then(async (r) => { await r.text(); order.push(name); return r.status; });
+    const b = later('c', 'sk-plain', 'B');
+    await until('B queued', (h) => h.queued_requests === 1);
+    const c = later('x', 'sk-first', 'C');
+    await until('C queued', (h) => h.queued_requests === 2);
+    const ra = await a;
+    assert.equal(ra.status, 200);
+    assert.equal((await ra.json()).choices[0].finish_reason, 'length', 'A held the slot to the end');
+    assert.deepEqual([await b, await c], [200, 200]);
+    assert.deepEqual(order, ['C', 'B'], 'the priority key went first');
+    await stop(d);
+  } finally {
+    killAll();
+    removeDir(root);
+  }
+});

@@ -325,13 +325,13 @@ static void test_auth(void **state)
     struct dc_auth *a;
 
     (void)state;
-    assert_int_equal(dc_auth_new(NULL, 0, &a), 0);
+    assert_int_equal(dc_auth_new(NULL, 0, NULL, 0, &a), 0);
     assert_false(dc_auth_enabled(a));
     assert_int_equal(dc_auth_check(a, NULL, id), 0);
     assert_string_equal(id, "-");
     dc_auth_free(a);
 
-    assert_int_equal(dc_auth_new(keys, 2, &a), 0);
+    assert_int_equal(dc_auth_new(keys, 2, NULL, 0, &a), 0);
     assert_true(dc_auth_enabled(a));
     assert_int_equal(dc_auth_check(a, "Bearer sk-one", id), 0);
     assert_int_equal(strncmp(id, "key-", 4), 0);
@@ -348,8 +348,22 @@ static void test_auth(void **state)
     dc_auth_free(NULL);
 
     const char *empty[] = {""};
-    assert_int_equal(dc_auth_new(empty, 1, &a), DC_EINVAL);
+    assert_int_equal(dc_auth_new(empty, 1, NULL, 0, &a), DC_EINVAL);
     assert_null(a);
+
+    /* Priority keys: their requests queue first; each must be a key. */
+    const char *prio[] = {"sk-two"}, *stranger[] = {"sk-three"};
+    assert_int_equal(dc_auth_new(keys, 2, stranger, 1, &a), DC_EINVAL);
+    assert_null(a);
+    assert_int_equal(dc_auth_new(keys, 2, prio, 1, &a), 0);
+    assert_int_equal(dc_auth_check(a, "Bearer sk-one", id), 0);
+    assert_int_equal(dc_auth_check(a, "Bearer sk-two", id2), 0);
+    assert_int_equal(dc_auth_priority(a, id), 0);
+    assert_int_equal(dc_auth_priority(a, id2), DC_AUTH_PRIORITY_HIGH);
+    assert_int_equal(dc_auth_priority(a, "-"), 0);
+    assert_int_equal(dc_auth_priority(a, NULL), 0);
+    assert_int_equal(dc_auth_priority(NULL, id2), 0);
+    dc_auth_free(a);
 }
 
 /* Every dc_* allocation the parser makes fails in turn: DC_ENOMEM (a 500), nothing leaks. */
