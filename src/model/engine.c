@@ -30,8 +30,23 @@
 #include "model/model.h"
 
 /* Prompt tokens one step may carry while other slots are generating: bounds the latency a
- * long prompt adds to everyone else's next token (a fraction of n_batch, at least this). */
+ * long prompt adds to everyone else's next token (a fraction of n_batch, at least this). Also
+ * the least a step's time budget leaves to prompts, so prefill always progresses. */
 #define PREFILL_CHUNK_MIN 32
+
+/* Default of dc_engine_config.step_budget_ms: where a decode cannot be stopped, a cancel waits
+ * for about one step, and the interfaces promise a freed slot within 100 ms. */
+#define STEP_BUDGET_MS_DEFAULT 50
+
+/* Prompt tokens of a budgeted step before any step has been timed (a fresh engine). */
+#define STEP_FIRST_CAP 64
+
+/* Weight kept by the cost estimate per timed step: it follows a change of load (longer
+ * contexts cost more per token) within a few steps. */
+#define COST_DECAY 0.7
+
+/* How often, at most, a running decode looks for cancelled queued requests (abort_cb). */
+#define QUEUE_POLL_MS 2.0
 
 /* ---- process-wide llama.cpp setup ---- */
 
@@ -156,6 +171,8 @@ struct slot {
     llama_token next;   /* sampled, to be fed in the next step */
     int32_t out_idx;    /* this step's output row, or -1 */
     uint64_t last_use;  /* admission counter, for least-recently-used choice */
+    bool in_batch;      /* has tokens in the decode in flight (abort_cb reads it) */
+    size_t n_before;    /* n_cache before this step: where an aborted decode rolls back to */
     struct dc_buf raw;  /* detokenized bytes of an unfinished UTF-8 character */
     struct dc_buf text; /* released-as-UTF-8 text not yet delivered (stop hold-back) */
     uint32_t n_gen, n_cached;
@@ -183,6 +200,21 @@ struct dc_engine {
     uint32_t n_slots;
     uint64_t use_counter;
     uint32_t rr; /* round-robin start among prefilling slots */
+
+    /* Step time control and cancellation (scheduler thread, and abort_cb on it). The cost of a
+     * step is estimated from the decodes that carried prompt tokens: decay-weighted sums of
+     * their milliseconds and tokens, whose ratio is the cost per token (fixed per-step overhead
+     * included, so it over-estimates bigger steps: safe). */
+    double budget_ms;
+    double cost_ms, cost_tokens;
+    uint32_t n_in_batch; /* slots with in_batch set; 0 outside step() */
+    bool can_rollback;   /* positions can be removed from the memory (not recurrent) */
+    bool step_aborted;   /* abort_cb stopped the decode for a cancelled sequence in it */
+    bool no_abort;       /* test hook: behave as a backend that never calls abort_cb */
+    uint32_t n_polls;    /* abort_cb calls during the decode in flight */
+    bool stoppable;      /* the last step's decode polled abort_cb and can be rolled back */
+    double next_poll_ms; /* abort_cb: next look at the queue */
+    struct dc_engine_step_stats sstats; /* guarded by mu */
 
     pthread_t thread;
     bool thread_started;
@@ -273,12 +305,82 @@ static bool progress_cb(float p, void *ud)
     return true;
 }
 
-/* Abort long decodes (a big prompt chunk) once the engine is closing. */
+/* The engine whose scheduler is inside llama_decode on this thread, or NULL. abort_cb looks
+ * at the slots and the queue only when it runs on that thread: the CPU backend calls it from
+ * thread 0 of its compute team, which is the thread that called llama_decode, but nothing
+ * promises that of every backend. */
+static _Thread_local struct dc_engine *tl_decoding;
+
+static void queue_reap(struct dc_engine *e, struct dc_gen **dead);
+static void gen_finish_unadmitted(struct dc_engine *e, struct dc_gen *g, enum dc_gen_finish f);
+
+static double coarse_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/*
+ * llama.cpp asks this between the nodes of a decode's graph (CPU backend; GPU backends never
+ * ask, and their steps are short). It stops the decode when the engine closes, and when a
+ * sequence in the batch has been cancelled. llama_decode then returns 2, having removed the
+ * positions of its unfinished micro-batch from the memory; those of the micro-batches it had
+ * finished stay (llama.h). step() clears the cancelled sequences' KV anyway, and rolls every
+ * other sequence of the batch back to where it was before the step (llama_memory_seq_rm of
+ * the positions the step added) to decode them again next step: the work lost is part of one
+ * step, paid only when a cancel arrives. A recurrent model's state cannot be rolled back
+ * (partial seq_rm is refused), so there the decode stops only when every sequence in it is
+ * cancelled, and a mixed batch relies on the step budget.
+ *
+ * Every QUEUE_POLL_MS it also ends cancelled requests that are still queued, so that their
+ * DONE does not wait for the step (they hold no KV; DONE runs on the scheduler thread as
+ * always). The queue lock is only tried: a submit holding it is never waited for here.
+ */
 static bool abort_cb(void *ud)
 {
     struct dc_engine *e = ud;
+    struct dc_gen *dead = NULL;
+    bool all = true, any = false;
+    double t;
 
-    return atomic_load_explicit(&e->stopping, memory_order_relaxed);
+    if (atomic_load_explicit(&e->stopping, memory_order_relaxed))
+        return true;
+    if (tl_decoding != e || e->no_abort)
+        return false;
+    e->n_polls++;
+    for (uint32_t i = 0; i < e->n_slots && e->n_in_batch > 0; i++) {
+        const struct slot *s = &e->slots[i];
+        bool c;
+
+        if (!s->in_batch)
+            continue;
+        c = atomic_load_explicit(&s->g->cancel, memory_order_relaxed);
+        any |= c;
+        all &= c;
+    }
+    if (any && (all || e->can_rollback)) {
+        e->step_aborted = true;
+        return true;
+    }
+    t = coarse_ms();
+    if (t < e->next_poll_ms)
+        return false;
+    e->next_poll_ms = t + QUEUE_POLL_MS;
+    if (pthread_mutex_trylock(&e->mu) != 0)
+        return false;
+    if (e->queue != NULL)
+        queue_reap(e, &dead);
+    for (const struct dc_gen *g = dead; g != NULL; g = g->next)
+        e->sstats.queue_reaped++;
+    pthread_mutex_unlock(&e->mu);
+    while (dead != NULL) {
+        struct dc_gen *next = dead->next;
+        gen_finish_unadmitted(e, dead, DC_GEN_FINISH_CANCELLED);
+        dead = next;
+    }
+    return false;
 }
 
 static int default_threads(void)
@@ -501,6 +603,8 @@ int dc_engine_open(const struct dc_engine_config *cfg, struct dc_engine **out, c
         e->per_slot =
             e->info.n_ctx_train > 0 && e->info.n_ctx_train < 4096 ? e->info.n_ctx_train : 4096;
     e->n_batch = cfg->n_batch != 0 ? cfg->n_batch : 512;
+    e->budget_ms = cfg->step_budget_ms != 0 ? cfg->step_budget_ms : STEP_BUDGET_MS_DEFAULT;
+    e->sstats.budget_ms = (uint32_t)e->budget_ms;
     if (e->n_batch < n_parallel)
         e->n_batch = n_parallel; /* every generating slot's token fits one step */
     if (e->embed_only || cfg->embeddings) {
@@ -536,6 +640,7 @@ int dc_engine_open(const struct dc_engine_config *cfg, struct dc_engine **out, c
     e->n_workers = n_threads - 1;
     warn_oversubscribed(1 + atomic_fetch_add(&workers_open, e->n_workers) + e->n_workers);
     e->mem = llama_get_memory(e->ctx);
+    e->can_rollback = !llama_model_is_recurrent(e->model) && !llama_model_is_hybrid(e->model);
     e->pooling = llama_pooling_type(e->ctx);
     if (e->per_slot > llama_n_ctx_seq(e->ctx))
         e->per_slot = llama_n_ctx_seq(e->ctx);
@@ -1287,7 +1392,9 @@ static int decode_range(struct dc_engine *e, struct slot *s, const int32_t *toke
             e->batch.seq_id[b][0] = s->seq;
             e->batch.logits[b] = pos + i >= first_out;
         }
+        tl_decoding = e; /* abort_cb may end cancelled queued requests meanwhile */
         rc = e->mem != NULL ? llama_decode(e->ctx, e->batch) : llama_encode(e->ctx, e->batch);
+        tl_decoding = NULL;
         if (rc != 0)
             return rc == 1 ? DC_ELIMIT : (rc == 2 ? DC_ECANCELED : DC_EINVAL);
         for (size_t i = 0; i < chunk; i++) {
@@ -1425,10 +1532,71 @@ static uint32_t count_idle(const struct dc_engine *e)
     return n;
 }
 
+/*
+ * The most prompt tokens this step may add to 'n_gen' generating tokens so that its predicted
+ * time stays within the step budget. Where a cancel cannot stop the decode in flight (a
+ * backend that never calls abort_cb, a recurrent model), it takes effect after the step, so
+ * the step's length is what a cancelled request waits for. Where it can (the last decode
+ * polled abort_cb and the model rolls back), steps are not cut: smaller steps would cost
+ * throughput for nothing, as a cancel stops the step within one graph node. Nor is a step that
+ * carries one sequence only (a prompt prefilled alone): nobody else waits on it. At least
+ * PREFILL_CHUNK_MIN, so prefill always progresses.
+ */
+static uint32_t step_prompt_cap(const struct dc_engine *e, uint32_t n_gen, uint32_t n_prefill)
+{
+    double cap;
+
+    if (n_gen + n_prefill < 2 || e->stoppable)
+        return e->n_batch;
+    if (e->cost_tokens <= 0.0)
+        return STEP_FIRST_CAP;
+    cap = e->budget_ms * e->cost_tokens / e->cost_ms - (double)n_gen;
+    if (cap < PREFILL_CHUNK_MIN)
+        return PREFILL_CHUNK_MIN;
+    return cap > (double)e->n_batch ? e->n_batch : (uint32_t)cap;
+}
+
+/* Feeds one timed step into the cost estimate and the statistics. */
+static void step_account(struct dc_engine *e, uint32_t n_gen, uint32_t n_prompt, bool budgeted,
+                         double decode_ms, double step_ms)
+{
+    if (n_prompt > 0) {
+        e->cost_ms = e->cost_ms * COST_DECAY + decode_ms;
+        e->cost_tokens = e->cost_tokens * COST_DECAY + (double)(n_gen + n_prompt);
+    }
+    pthread_mutex_lock(&e->mu);
+    e->sstats.steps++;
+    if (n_prompt > 0 && budgeted) {
+        e->sstats.budgeted++;
+        e->sstats.budgeted_over += step_ms > 2.0 * e->budget_ms;
+        if (step_ms > e->sstats.budgeted_ms_max)
+            e->sstats.budgeted_ms_max = step_ms;
+    }
+    e->sstats.ms_per_token = e->cost_tokens > 0.0 ? e->cost_ms / e->cost_tokens : 0.0;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void dc_engine_step_stats(struct dc_engine *e, struct dc_engine_step_stats *out)
+{
+    pthread_mutex_lock(&e->mu);
+    *out = e->sstats;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void dc_engine_test_no_abort(struct dc_engine *e)
+{
+    /* The scheduler reads it after taking the lock that the next submit signals under. */
+    pthread_mutex_lock(&e->mu);
+    e->no_abort = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
 /* Builds and decodes one batch; returns false when there was nothing to decode. */
 static bool step(struct dc_engine *e)
 {
-    uint32_t n_gen = 0, n_prefill = 0, budget;
+    uint32_t n_gen = 0, n_prefill = 0, n_prompt = 0, n_seqs, budget, cap;
+    double t0 = now_ms(), t_dec;
+    bool budgeted;
     int32_t rc;
 
     e->batch.n_tokens = 0;
@@ -1437,6 +1605,8 @@ static bool step(struct dc_engine *e)
         int32_t b;
 
         s->out_idx = -1;
+        s->in_batch = s->state == SLOT_GEN;
+        s->n_before = s->n_cache;
         if (s->state == SLOT_PREFILL)
             n_prefill++;
         if (s->state != SLOT_GEN)
@@ -1455,6 +1625,10 @@ static bool step(struct dc_engine *e)
         budget = e->n_batch / 4 > PREFILL_CHUNK_MIN ? e->n_batch / 4 : PREFILL_CHUNK_MIN;
     if (budget > e->n_batch - n_gen)
         budget = e->n_batch - n_gen;
+    cap = step_prompt_cap(e, n_gen, n_prefill);
+    budgeted = n_gen + n_prefill >= 2 && !e->stoppable;
+    if (budget > cap)
+        budget = cap;
     /* Prefilling slots share the budget round-robin, each at least a fair share. */
     for (uint32_t k = 0; k < e->n_slots && n_prefill > 0 && budget > 0; k++) {
         struct slot *s = &e->slots[(e->rr + k) % e->n_slots];
@@ -1466,6 +1640,8 @@ static bool step(struct dc_engine *e)
         share = budget / n_prefill > 0 ? budget / n_prefill : budget;
         chunk = left < share ? left : share;
         n_prefill--;
+        s->in_batch = chunk > 0;
+        n_prompt += (uint32_t)chunk;
         for (size_t i = 0; i < chunk; i++) {
             int32_t b = e->batch.n_tokens++;
             e->batch.token[b] = s->g->prompt[s->n_cache + i];
@@ -1486,17 +1662,55 @@ static bool step(struct dc_engine *e)
     e->rr = (e->rr + 1) % e->n_slots;
     if (e->batch.n_tokens == 0)
         return false;
+    n_seqs = 0;
     for (uint32_t i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
         if (s->state == SLOT_GEN)
             s->cache[s->n_cache++] = s->next;
+        n_seqs += s->in_batch;
     }
 
+    e->n_in_batch = n_seqs;
+    e->step_aborted = false;
+    e->n_polls = 0;
+    tl_decoding = e;
+    t_dec = now_ms();
     rc = llama_decode(e->ctx, e->batch);
+    t_dec = now_ms() - t_dec;
+    tl_decoding = NULL;
+    e->n_in_batch = 0;
+    e->stoppable = e->n_polls > 0 && e->can_rollback;
+    if (rc == 2 && e->step_aborted && !atomic_load(&e->stopping)) {
+        /* A sequence in the batch was cancelled (abort_cb): end the cancelled ones (their KV
+         * goes), and undo the step for the others, which keep their state (a generating slot
+         * its pending token, a prefilling one its place in the prompt). Slots that had no
+         * tokens in the batch are untouched. */
+        for (uint32_t i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            bool in = s->in_batch;
+
+            s->in_batch = false;
+            s->out_idx = -1;
+            if (s->state == SLOT_IDLE || !in)
+                continue;
+            if (atomic_load(&s->g->cancel))
+                slot_finish(e, s, DC_GEN_FINISH_CANCELLED, 0, NULL);
+            else if (llama_memory_seq_rm(e->mem, s->seq, (llama_pos)s->n_before, -1))
+                s->n_cache = s->n_before;
+            else
+                slot_finish(e, s, DC_GEN_FINISH_ERROR, DC_ESTATE,
+                            "cannot roll back an aborted decode");
+        }
+        pthread_mutex_lock(&e->mu);
+        e->sstats.aborted++;
+        pthread_mutex_unlock(&e->mu);
+        return true;
+    }
     if (rc != 0) {
         int err = rc == 2 ? DC_ECANCELED : (rc == 1 ? DC_ELIMIT : DC_EINVAL);
         for (uint32_t i = 0; i < e->n_slots; i++) {
             struct slot *s = &e->slots[i];
+            s->in_batch = false;
             if (s->state == SLOT_IDLE)
                 continue;
             if (atomic_load(&e->stopping))
@@ -1508,9 +1722,11 @@ static bool step(struct dc_engine *e)
     }
     for (uint32_t i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
+        s->in_batch = false;
         if (s->state != SLOT_IDLE && s->out_idx >= 0)
             slot_on_output(e, s);
     }
+    step_account(e, n_gen, n_prompt, budgeted, t_dec, now_ms() - t0);
     return true;
 }
 

@@ -47,9 +47,14 @@ struct dc_engine_config {
                                 cache holds n_ctx_per_slot x n_parallel cells. */
     uint32_t n_parallel;     /* concurrent sequences (slots); 0 = 4 */
     uint32_t n_batch;        /* max tokens per decode; 0 = 512 */
-    int n_threads;           /* llama.cpp compute threads; 0 = physical cores */
-    int n_gpu_layers;        /* -1 = all that fit (GPU builds), 0 = CPU */
-    bool embeddings;         /* load for embeddings (BERT-family models need this) */
+    /* Time one scheduler step should take at most, in ms, where a cancel cannot stop the decode
+     * in flight (GPU backends; recurrent models): the prompt chunks of a step that carries more
+     * than one sequence are cut so that its predicted time stays under it, which bounds how
+     * long a cancel waits (docs/engine.md, "Scheduling"). 0 = 50. */
+    uint32_t step_budget_ms;
+    int n_threads;    /* llama.cpp compute threads; 0 = physical cores */
+    int n_gpu_layers; /* -1 = all that fit (GPU builds), 0 = CPU */
+    bool embeddings;  /* load for embeddings (BERT-family models need this) */
     enum dc_pooling pooling;
     /* Load progress in [0, 1] from the loading thread; return false to abort the load, which
      * then fails with DC_ECANCELED. Optional. */
@@ -240,9 +245,10 @@ typedef void (*dc_gen_cb)(void *ud, const struct dc_gen_event *ev);
 DC_MUST_CHECK int dc_engine_submit(struct dc_engine *e, const struct dc_gen_request *req,
                                    dc_gen_cb cb, void *ud, struct dc_gen **out);
 
-/* Asks the request to stop; thread-safe, idempotent, safe after DONE. Its slot is freed at the
- * scheduler's next step and DONE follows with DC_GEN_FINISH_CANCELLED (unless it had already
- * finished). */
+/* Asks the request to stop; thread-safe, idempotent, safe after DONE. Its slot (and KV) is freed
+ * and DONE follows with DC_GEN_FINISH_CANCELLED (unless it had already finished): at once for a
+ * queued request or when the decode in flight can be stopped (CPU backend), otherwise after
+ * that step, which step_budget_ms bounds. */
 void dc_gen_cancel(struct dc_gen *g);
 
 /* Drops the caller's reference. NULL is a no-op. */

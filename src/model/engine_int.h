@@ -41,6 +41,27 @@ size_t dc_engine_utf8_clean(const char *in, size_t n, char *out, size_t cap);
 size_t dc_engine_stop_scan(const char *t, size_t n, char *const *stop, const size_t *stop_len,
                            size_t n_stop, bool *matched);
 
+/* What the scheduler measured of its own steps (for the unit test and diagnostics). */
+struct dc_engine_step_stats {
+    uint32_t budget_ms;     /* the step budget in force */
+    uint64_t steps;         /* decodes the scheduler ran for generation */
+    uint64_t budgeted;      /* of which carried prompt tokens and more than one sequence and
+                               could not be stopped by a cancel: the steps the budget governs */
+    uint64_t budgeted_over; /* of those, how many took more than twice the budget */
+    double budgeted_ms_max; /* the longest of those, decode and output handling */
+    double ms_per_token;    /* the current cost estimate, 0 before the first timed step */
+    uint64_t aborted;       /* decodes stopped because every sequence in them was cancelled */
+    uint64_t queue_reaped;  /* cancelled queued requests ended from inside a decode */
+};
+
+/* Thread-safe snapshot of the step statistics. */
+void dc_engine_step_stats(struct dc_engine *e, struct dc_engine_step_stats *out);
+
+/* Test hook: from now on the engine behaves as on a backend that never stops a decode (the
+ * abort callback honours only close), so the step budget is what bounds a cancel. Call it
+ * before the first submit. */
+void dc_engine_test_no_abort(struct dc_engine *e);
+
 /* Longest common prefix of two token arrays. */
 size_t dc_engine_lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb);
 

@@ -690,6 +690,330 @@ static void test_cancel(void **state)
     collect_cleanup(&c);
 }
 
+/* ---- cancel latency under load ---- */
+
+/* One request's progress with the time of its DONE. */
+struct timed {
+    pthread_mutex_t mu;
+    struct dc_gen *g;
+    uint32_t n_tok;
+    bool done;
+    enum dc_gen_finish finish;
+    double t_done;
+};
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void timed_cb(void *ud, const struct dc_gen_event *ev)
+{
+    struct timed *t = ud;
+
+    pthread_mutex_lock(&t->mu);
+    if (ev->type == DC_GEN_EV_TOKEN) {
+        t->n_tok++;
+    } else {
+        t->done = true;
+        t->finish = ev->finish;
+        t->t_done = mono_ms();
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Submits 'n' random prompt ids (a full prefill: nothing to reuse); 'n' <= 1000. */
+static void timed_submit(struct dc_engine *e, struct timed *t, size_t n, int32_t max_tokens,
+                         unsigned *seed)
+{
+    struct dc_gen_request r;
+    int32_t ids[1000];
+
+    assert_true(n <= DC_ARRAY_LEN(ids));
+    for (size_t i = 0; i < n; i++)
+        ids[i] = 3 + (int32_t)((unsigned)rand_r(seed) % 7000);
+    memset(&r, 0, sizeof(r));
+    dc_sampling_defaults(&r.sampling);
+    r.sampling.temperature = 0.0f;
+    r.prompt_ids = ids;
+    r.n_prompt_ids = n;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    pthread_mutex_lock(&t->mu);
+    t->n_tok = 0;
+    t->done = false;
+    pthread_mutex_unlock(&t->mu);
+    assert_int_equal(dc_engine_submit(e, &r, timed_cb, t, &t->g), 0);
+}
+
+static bool timed_done(struct timed *t, uint32_t *n_tok)
+{
+    bool done;
+
+    pthread_mutex_lock(&t->mu);
+    done = t->done;
+    if (n_tok != NULL)
+        *n_tok = t->n_tok;
+    pthread_mutex_unlock(&t->mu);
+    return done;
+}
+
+/* Cancels 't' and returns the milliseconds until its DONE, which must say cancelled. */
+static double timed_cancel(struct timed *t)
+{
+    double t0 = mono_ms();
+
+    dc_gen_cancel(t->g);
+    while (!timed_done(t, NULL))
+        usleep(200);
+    assert_int_equal(t->finish, DC_GEN_FINISH_CANCELLED);
+    dc_gen_release(t->g);
+    t->g = NULL;
+    return t->t_done - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Keeps three loaders prefilling 900-token prompts (t[0..2]) while t[3] generates and is
+ * cancelled mid-way, 'n' times, after 0.5 to 1.7 budgets; '*lat' gets each cancel -> DONE time,
+ * sorted. */
+static void cancel_under_load(struct dc_engine *e, struct timed *t, double budget, double *lat,
+                              size_t n, unsigned *seed)
+{
+    uint32_t n_tok;
+
+    for (int i = 0; i < 3; i++) {
+        if (t[i].g == NULL)
+            timed_submit(e, &t[i], 900, 4, seed);
+    }
+    for (size_t k = 0; k < n; k++) {
+        double until;
+
+        timed_submit(e, &t[3], 8, 0, seed);
+        do {
+            usleep(500);
+            (void)timed_done(&t[3], &n_tok);
+        } while (n_tok == 0);
+        until = mono_ms() + budget * (0.5 + (double)(k % 4) * 0.4);
+        while (mono_ms() < until) {
+            usleep(500);
+            for (int i = 0; i < 3; i++) {
+                if (timed_done(&t[i], NULL)) {
+                    dc_gen_release(t[i].g);
+                    timed_submit(e, &t[i], 900, 4, seed);
+                }
+            }
+        }
+        lat[k] = timed_cancel(&t[3]);
+    }
+    qsort(lat, n, sizeof(lat[0]), cmp_double);
+}
+
+/*
+ * A cancel under load. On the CPU backend a cancel stops the decode in flight (abort_cb; the
+ * other sequences of the batch are rolled back and decoded again). Where a backend cannot stop
+ * a decode (dc_engine_test_no_abort plays one), the cancel waits for the step, which the engine
+ * keeps within its time budget by cutting the prompt chunks of a step shared by several
+ * sequences. Timings depend on the machine (and its other load), so the budget is set from
+ * this machine's measured cost per token: 48 token-times. Without the budget a step next to a
+ * generating request carried n_batch / 4 = 128 prompt tokens (2.7 budgets), and one of three
+ * prefilling slots 512 (10 budgets).
+ *
+ * Three slots prefill 900-token prompts while the fourth generates and is cancelled mid-way,
+ * eight times on each engine. Budget (no abort): the engine's own timings of the steps the
+ * budget governs, at most three quarters over twice the budget (a saturated machine stalls
+ * steps at random: measured up to 45%; without the budget 94% are over), and the median
+ * cancel -> DONE within 1.5 budgets. Abort: the median cancel -> DONE within half a budget
+ * plus scheduling noise (measured 2-8 ms under ASan on 2 busy cores, against 3 budgets when a
+ * cancel waited for the step); then a queued request's cancel ends it from inside the running
+ * decode (within one budget), a prompt prefilled alone (whole 512-token chunks, 10 budgets)
+ * has its decode aborted, and a request rolled back again and again by others' cancels still
+ * matches scoring its output on a fresh engine.
+ */
+static void test_cancel_latency(void **state)
+{
+    char path[160];
+    struct dc_engine_config cfg = {.model_path = path,
+                                   .n_ctx_per_slot = 1024,
+                                   .n_parallel = 4,
+                                   .n_batch = 512,
+                                   .n_threads = 2,
+                                   .n_gpu_layers = gpu_layers};
+    struct dc_engine_step_stats ss;
+    struct dc_engine *e;
+    struct timed t[5];
+    double lat[8], budget, q_ms;
+    unsigned seed = 42;
+    uint32_t n_tok;
+    uint64_t aborted0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/mid.gguf", tmpdir);
+    assert_int_equal(run_gen("--arch", "llama", "--dim", "512", "--layers", "6", "--heads", "8",
+                             "--kv-heads", "8", "--ff", "1536", "--vocab", "8000", "--ctx", "1024",
+                             "--type", "q8_0", "--seed", "9", "-o", path, NULL),
+                     0);
+    memset(t, 0, sizeof(t));
+    for (size_t i = 0; i < DC_ARRAY_LEN(t); i++)
+        pthread_mutex_init(&t[i].mu, NULL);
+
+    /* Calibration: two prompts prefilled together, then the cost per token. */
+    assert_int_equal(dc_engine_open(&cfg, &e, NULL), 0);
+    dc_engine_test_no_abort(e);
+    timed_submit(e, &t[0], 600, 1, &seed);
+    timed_submit(e, &t[1], 600, 1, &seed);
+    while (!timed_done(&t[0], NULL) || !timed_done(&t[1], NULL))
+        usleep(1000);
+    dc_gen_release(t[0].g);
+    dc_gen_release(t[1].g);
+    t[0].g = t[1].g = NULL;
+    dc_engine_step_stats(e, &ss);
+    dc_engine_close(e);
+    assert_true(ss.ms_per_token > 0.0);
+    budget = ceil(48.0 * ss.ms_per_token);
+    if (budget < 5.0)
+        budget = 5.0;
+    cfg.step_budget_ms = (uint32_t)budget;
+
+    /* The budget, where a decode cannot be stopped. */
+    assert_int_equal(dc_engine_open(&cfg, &e, NULL), 0);
+    dc_engine_test_no_abort(e);
+    cancel_under_load(e, t, budget, lat, DC_ARRAY_LEN(lat), &seed);
+    for (int i = 0; i < 3; i++)
+        (void)timed_cancel(&t[i]);
+    dc_engine_step_stats(e, &ss);
+    dc_engine_close(e);
+    fprintf(stderr,
+            "cancel latency: %.3f ms/token, step budget %.0f ms; no abort: cancel -> DONE median "
+            "%.1f ms, max %.1f ms; %llu budgeted steps, %llu over 2x budget, longest %.1f ms\n",
+            budget / 48.0, budget, lat[DC_ARRAY_LEN(lat) / 2], lat[DC_ARRAY_LEN(lat) - 1],
+            (unsigned long long)ss.budgeted, (unsigned long long)ss.budgeted_over,
+            ss.budgeted_ms_max);
+    assert_int_equal(ss.aborted, 0);
+    assert_true(ss.budgeted >= 8);
+    assert_true(ss.budgeted_over * 4 <= ss.budgeted * 3);
+    assert_true(lat[DC_ARRAY_LEN(lat) / 2] <= 1.5 * budget + 10.0);
+
+    /* The abort, on the CPU backend (CUDA and Vulkan never call the abort callback: there the
+     * budget above is what bounds a cancel). */
+    if (gpu_layers != 0) {
+        for (size_t i = 0; i < DC_ARRAY_LEN(t); i++)
+            pthread_mutex_destroy(&t[i].mu);
+        return;
+    }
+    assert_int_equal(dc_engine_open(&cfg, &e, NULL), 0);
+    cancel_under_load(e, t, budget, lat, DC_ARRAY_LEN(lat), &seed);
+    /* A queued request (every slot busy: three loaders and a generating one) cancelled. */
+    timed_submit(e, &t[3], 8, 0, &seed);
+    do {
+        usleep(500);
+        (void)timed_done(&t[3], &n_tok);
+    } while (n_tok == 0);
+    for (int i = 0; i < 3; i++) {
+        if (timed_done(&t[i], NULL)) {
+            dc_gen_release(t[i].g);
+            timed_submit(e, &t[i], 900, 4, &seed);
+        }
+    }
+    timed_submit(e, &t[4], 8, 0, &seed);
+    usleep(2000);
+    q_ms = timed_cancel(&t[4]);
+    (void)timed_cancel(&t[3]);
+    for (int i = 0; i < 3; i++)
+        (void)timed_cancel(&t[i]);
+    dc_engine_step_stats(e, &ss);
+    fprintf(stderr,
+            "cancel latency: abort: cancel -> DONE median %.1f ms, max %.1f ms; queued %.1f ms; "
+            "%llu aborted decodes\n",
+            lat[DC_ARRAY_LEN(lat) / 2], lat[DC_ARRAY_LEN(lat) - 1], q_ms,
+            (unsigned long long)ss.aborted);
+    assert_true(ss.aborted >= 1);
+    assert_true(lat[DC_ARRAY_LEN(lat) / 2] <= budget / 2.0 + 10.0);
+    assert_true(q_ms <= budget + 10.0);
+
+    /* Alone, a prompt is prefilled in whole n_batch chunks, and its cancel aborts the decode.
+     * The cancel may land between two steps: then it is the ordinary kind; try a few times. */
+    aborted0 = ss.aborted;
+    for (int k = 0; k < 5 && ss.aborted == aborted0; k++) {
+        double ms;
+
+        timed_submit(e, &t[0], 1000, 1, &seed);
+        usleep((useconds_t)(budget * 1000.0));
+        ms = timed_cancel(&t[0]);
+        dc_engine_step_stats(e, &ss);
+        assert_true(ms <= 2.0 * budget + 10.0);
+    }
+    assert_true(ss.aborted > aborted0);
+    /* A request whose steps are aborted by others' cancels (and rolled back) ends as if they
+     * had not been there: its logprobs match scoring its output afresh. Two requests generate
+     * while it is prefilled in 128-token chunks (n_batch / 4, as others generate), and are
+     * cancelled during those steps; a cancel may land between steps, so up to three rounds. */
+    {
+        struct dc_gen_request r;
+        struct dc_token_score *sc;
+        struct collect c;
+        struct dc_gen *g;
+        int32_t ids[400];
+
+        for (size_t i = 0; i < DC_ARRAY_LEN(ids); i++)
+            ids[i] = 3 + (int32_t)((unsigned)rand_r(&seed) % 7000);
+        req_init(&r, NULL, 6);
+        r.prompt_ids = ids;
+        r.n_prompt_ids = DC_ARRAY_LEN(ids);
+        r.logprobs = true;
+        r.ignore_eos = true;
+        aborted0 = ss.aborted;
+        for (int round = 0; round < 3 && ss.aborted == aborted0; round++) {
+            if (round > 0)
+                collect_cleanup(&c);
+            collect_init(&c);
+            for (int v = 0; v < 2; v++) {
+                timed_submit(e, &t[v], 4, 0, &seed);
+                do {
+                    usleep(500);
+                    (void)timed_done(&t[v], &n_tok);
+                } while (n_tok == 0);
+            }
+            assert_int_equal(dc_engine_submit(e, &r, collect_cb, &c, &g), 0);
+            usleep((useconds_t)(budget * 1000.0)); /* about a 48-token step */
+            (void)timed_cancel(&t[0]);
+            usleep((useconds_t)(budget * 1000.0));
+            (void)timed_cancel(&t[1]);
+            collect_wait(&c);
+            dc_gen_release(g);
+            dc_engine_step_stats(e, &ss);
+        }
+        dc_engine_close(e);
+        assert_true(ss.aborted > aborted0);
+        assert_int_equal(c.last.finish, DC_GEN_FINISH_LENGTH);
+        assert_int_equal(c.n, 6);
+        /* A fresh engine, so the score cannot reuse the KV under test. */
+        assert_int_equal(dc_engine_open(&cfg, &e, NULL), 0);
+        assert_int_equal(dc_engine_score(e, ids, DC_ARRAY_LEN(ids), c.ids, c.n, 0, &sc), 0);
+        for (size_t i = 0; i < c.n; i++) {
+            if (fabsf(sc[i].logprob - c.lp[i]) > 0.05f)
+                fprintf(stderr, "position %zu: scored %.5f, generated %.5f\n", i,
+                        (double)sc[i].logprob, (double)c.lp[i]);
+            assert_true(fabsf(sc[i].logprob - c.lp[i]) <= 0.15f);
+        }
+        fprintf(stderr, "cancel latency: %llu aborted decodes rolled a request back; it matched\n",
+                (unsigned long long)(ss.aborted - aborted0));
+        dc_free(sc);
+        collect_cleanup(&c);
+    }
+    dc_engine_close(e);
+    for (size_t i = 0; i < DC_ARRAY_LEN(t); i++)
+        pthread_mutex_destroy(&t[i].mu);
+}
+
 static void test_limits(void **state)
 {
     struct dc_engine *e = open_engine(m_llama, 64, 1);
@@ -1281,6 +1605,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_greedy),
         cmocka_unit_test(test_seed),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_latency),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_utf8_stream),
