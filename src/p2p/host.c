@@ -10,6 +10,16 @@
  * -> mss|yamux -> streams; sent bytes flow streams -> yamux output -> noise frames -> pnet ->
  * uv_write. Every layer is one of the pure cores; this file only moves bytes and owns handles.
  *
+ * The bulk data path is kept to one pass per byte on each side besides the kernel's copy.
+ * Sending: a stream's bytes wait in its 'pending' queue (or, when nothing is queued, in the
+ * caller's buffer for the duration of dc_host_stream_write); conn_seal() fills a pooled
+ * 256 KiB write request with yamux's own output and then data frames (dc_yamux_stream_frame
+ * gives the header, the payload stays where it is) and the Noise sealer encrypts every piece
+ * from where it lies into full-size Noise messages in that request. Receiving: one shared
+ * 64 KiB read buffer, Noise decrypts each message straight into its plaintext buffer (from
+ * the read buffer when whole, else from its reassembly buffer), and yamux hands payloads to
+ * the streams in place.
+ *
  * Re-entrancy: application callbacks run inside yamux callbacks, which run inside
  * dc_yamux_feed(), and may call back into the host (write, reset, open streams). Nothing is
  * freed underneath them: a failed connection or a finished stream is only marked, and the
@@ -58,9 +68,17 @@
 /* Dial backoff per PeerId: 1 s after the first failure, doubling, at most 5 min. */
 #define BACKOFF_BASE_MS 1000u
 #define BACKOFF_MAX_MS  (5u * 60u * 1000u)
-#define READ_CHUNK      (64u * 1024u)
-/* Most plaintext sealed into one socket write. */
-#define WRITE_CHUNK          (120u * 1024u)
+/* One read buffer per host (reads never nest: libuv calls on_alloc, reads, then on_read
+ * before the next on_alloc of any handle). 64 KiB measured better than 128 or 256 KiB on
+ * loopback although full-size Noise messages (65537 bytes) then always span two reads: the
+ * kernel's copy into a buffer that stays in the L2 cache costs less than the reassembly. */
+#define READ_CHUNK (64u * 1024u)
+/* Most plaintext sealed into one socket write: four full-size Noise messages. */
+#define WRITE_CHUNK (4u * DC_NOISE_MAX_PLAINTEXT)
+/* Write requests of the sealed size kept by the host for reuse: a fresh 256 KiB buffer per
+ * write costs page faults on the first touch of each write and a trim of the heap at each
+ * completion, which on loopback cost more than the copies. At most 4 MiB stay with a host. */
+#define WREQ_POOL_MAX        16
 #define DEFAULT_PEER_SAVE_MS 30000u
 /* Delay that coalesces the changes (handlers, listeners) an identify push announces. */
 #define PUSH_DELAY_MS 50u
@@ -115,8 +133,15 @@ struct dc_host_stream {
     char *protocol;
     const struct dc_host_stream_cb *cb;
     void *ud;
-    struct dc_buf pending; /* app bytes not yet accepted by yamux, from pending_off */
+    /* App bytes not yet sent, from pending_off. They leave in yamux data frames that
+     * conn_seal() lays out straight into the socket write request. */
+    struct dc_buf pending;
     size_t pending_off;
+    /* During dc_host_stream_write() with nothing queued: the caller's bytes, sent from there
+     * (one copy fewer); what is left is moved to 'pending' before the call returns. */
+    const uint8_t *direct;
+    size_t direct_len;
+    int send_err; /* a data frame could not be taken: reset after the write goes out */
     struct dc_host_stream *next;
 };
 
@@ -179,12 +204,26 @@ struct dc_host {
     uv_timer_t tick;       /* delivers completed dials from the loop */
     uv_timer_t save_timer; /* peerstore expiry and batched saves */
     uv_timer_t push_timer; /* identify push after our protocols or addresses changed */
+    struct wreq *wpool;    /* spare sealed-size write requests (WREQ_POOL_MAX at most) */
+    size_t n_wpool;
+    uint8_t *rbuf; /* READ_CHUNK bytes shared by every connection's reads */
     bool timers_ready;
     int handles;
     bool closing;
 };
 
 static const struct dc_host_stream_cb ping_server_cb, identify_server_cb, push_server_cb;
+
+/* A socket write: the uv request and the bytes it sends. 'pooled' ones have room for
+ * dc_noise_sealed_len(WRITE_CHUNK) bytes and go back to the host's pool when done. */
+struct wreq {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    bool pooled;
+    struct wreq *next_free;
+    uint8_t data[];
+};
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -230,6 +269,12 @@ static void host_maybe_free(struct dc_host *h)
     dc_free(h->peer_buckets);
     for (size_t i = 0; i < h->n_handlers; i++)
         dc_free(h->handlers[i].protocol);
+    while (h->wpool != NULL) {
+        struct wreq *w = h->wpool;
+        h->wpool = w->next_free;
+        dc_free(w);
+    }
+    dc_free(h->rbuf);
     sodium_memzero(h->psk, sizeof(h->psk));
     dc_free(h->agent);
     dc_free(h);
@@ -655,14 +700,38 @@ static void conn_fail(struct conn *c, int err)
         conn_close(c, err);
 }
 
-struct wreq {
-    uv_write_t req;
-    struct conn *c;
-    size_t len;
-    uint8_t data[];
-};
+/* A write request with room for a sealed WRITE_CHUNK: from the pool, else fresh. */
+static struct wreq *wreq_take(struct dc_host *h)
+{
+    struct wreq *w = h->wpool;
+
+    if (w != NULL) {
+        h->wpool = w->next_free;
+        h->n_wpool--;
+        return w;
+    }
+    w = dc_malloc(sizeof(*w) + dc_noise_sealed_len(WRITE_CHUNK));
+    if (w != NULL)
+        w->pooled = true;
+    return w;
+}
+
+/* Frees 'w' or keeps it for the next wreq_take(). The bytes it carried were ciphertext (or
+ * handshake messages), so nothing needs wiping. */
+static void wreq_release(struct dc_host *h, struct wreq *w)
+{
+    if (w->pooled && h->n_wpool < WREQ_POOL_MAX && !h->closing) {
+        w->next_free = h->wpool;
+        h->wpool = w;
+        h->n_wpool++;
+        return;
+    }
+    dc_free(w);
+}
 
 static void conn_pump(struct conn *c);
+static void streams_finish(struct conn *c);
+static void stream_fire_close(struct dc_host_stream *s, int err);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -670,7 +739,7 @@ static void on_write(uv_write_t *req, int status)
     struct conn *c = w->c;
 
     c->write_queued -= w->len;
-    dc_free(w);
+    wreq_release(c->h, w);
     if (c->closing)
         return;
     conn_enter(c);
@@ -681,8 +750,7 @@ static void on_write(uv_write_t *req, int status)
     conn_leave(c);
 }
 
-/* Sends the 'n' bytes filled in at w->data (w from dc_malloc; taken); pnet-encrypts them
- * unless 'clear'. */
+/* Sends the 'n' bytes filled in at w->data (w taken); pnet-encrypts them unless 'clear'. */
 static void conn_write_req(struct conn *c, struct wreq *w, size_t n, bool clear)
 {
     uv_buf_t b;
@@ -695,7 +763,7 @@ static void conn_write_req(struct conn *c, struct wreq *w, size_t n, bool clear)
     b = uv_buf_init((char *)w->data, (unsigned)n);
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc < 0) {
-        dc_free(w);
+        wreq_release(c->h, w);
         conn_fail(c, rc);
         return;
     }
@@ -714,6 +782,7 @@ static void conn_write_raw(struct conn *c, const uint8_t *p, size_t n, bool clea
         conn_fail(c, DC_ENOMEM);
         return;
     }
+    w->pooled = false;
     memcpy(w->data, p, n);
     conn_write_req(c, w, n, clear);
 }
@@ -735,6 +804,144 @@ static void flush_noise_raw(struct conn *c)
 
     conn_write_raw(c, p, len, false);
     dc_noise_output_consume(c->noise, len);
+}
+
+/* The bytes a stream has to send next: the caller's during a direct write, else pending. */
+static const uint8_t *stream_unsent(const struct dc_host_stream *s, size_t *len)
+{
+    if (s->direct_len > 0) {
+        *len = s->direct_len;
+        return s->direct;
+    }
+    *len = s->pending.len - s->pending_off;
+    return *len > 0 ? s->pending.data + s->pending_off : NULL;
+}
+
+static void stream_sent(struct dc_host_stream *s, size_t n)
+{
+    if (s->direct_len > 0) {
+        s->direct += n;
+        s->direct_len -= n;
+        return;
+    }
+    s->pending_off += n;
+    if (s->pending_off == s->pending.len) {
+        dc_buf_reset(&s->pending);
+        s->pending_off = 0;
+    }
+}
+
+/* True when 's' may put data frames on the wire now. A stream whose window is closed is not,
+ * and dc_yamux_stream_frame() is asked anyway so that yamux reports on_writable later. */
+static bool stream_sendable(struct conn *c, struct dc_host_stream *s)
+{
+    uint8_t hdr[DC_YAMUX_HEADER_LEN];
+    size_t len, n;
+
+    if (s->dead || !s->open || s->fin_sent || s->send_err < 0)
+        return false;
+    (void)stream_unsent(s, &len);
+    if (len == 0)
+        return false;
+    if (dc_yamux_stream_send_window(c->yamux, s->id) > 0)
+        return true;
+    (void)dc_yamux_stream_frame(c->yamux, s->id, len, hdr, &n); /* n is 0: marks it blocked */
+    return false;
+}
+
+/* Fills one write request: first everything yamux queued (control frames, negotiation
+ * bytes), then data frames from the streams in turns of at most one frame each, copied
+ * straight into the Noise messages and sealed in place. Returns false when there was nothing
+ * to send (or on failure, which marks the connection). */
+static bool conn_seal(struct conn *c)
+{
+    struct dc_noise_sealer sl;
+    struct wreq *w;
+    const uint8_t *p;
+    size_t len, taken, sealed = 0;
+    bool any = false, progress = true;
+    int rc;
+
+    p = dc_yamux_output(c->yamux, &len);
+    if (len == 0) {
+        for (struct dc_host_stream *s = c->streams; s != NULL && !any; s = s->next)
+            any = stream_sendable(c, s);
+        if (!any)
+            return false;
+    }
+    w = wreq_take(c->h);
+    if (w == NULL) {
+        conn_fail(c, DC_ENOMEM);
+        return false;
+    }
+    dc_noise_sealer_init(&sl, w->data, dc_noise_sealed_len(WRITE_CHUNK));
+    rc = dc_noise_sealer_put(c->noise, &sl, p, len, &taken);
+    dc_yamux_output_consume(c->yamux, taken);
+    (void)dc_yamux_output(c->yamux, &len);
+    while (rc == 0 && len == 0 && progress) {
+        progress = false;
+        for (struct dc_host_stream *s = c->streams; s != NULL && rc == 0; s = s->next) {
+            uint8_t hdr[DC_YAMUX_HEADER_LEN];
+            size_t space = dc_noise_sealer_space(&sl), want, n;
+            const uint8_t *src;
+
+            if (!stream_sendable(c, s))
+                continue;
+            src = stream_unsent(s, &want);
+            /* A frame needs its header, and should not be cut to a sliver by the end of the
+             * buffer. */
+            if (space < DC_YAMUX_HEADER_LEN + (want < 1024 ? want : 1024))
+                break;
+            if (want > space - DC_YAMUX_HEADER_LEN)
+                want = space - DC_YAMUX_HEADER_LEN;
+            rc = dc_yamux_stream_frame(c->yamux, s->id, want, hdr, &n);
+            if (rc < 0) {
+                s->send_err = rc; /* acted on once this request is out */
+                rc = 0;
+                continue;
+            }
+            if (n == 0)
+                continue;
+            rc = dc_noise_sealer_put(c->noise, &sl, hdr, sizeof(hdr), &taken);
+            if (rc == 0)
+                rc = dc_noise_sealer_put(c->noise, &sl, src, n, &taken);
+            if (rc == 0)
+                stream_sent(s, n);
+            progress = true;
+        }
+    }
+    if (rc == 0)
+        rc = dc_noise_sealer_finish(c->noise, &sl, &sealed);
+    if (rc < 0 || sealed == 0) {
+        wreq_release(c->h, w);
+        if (rc < 0)
+            conn_fail(c, rc);
+        return false;
+    }
+    conn_write_req(c, w, sealed, false);
+    return !c->failed;
+}
+
+/* Half-closes the streams whose close was requested once all their data is out, and resets
+ * the ones whose data could not be framed. May run application callbacks (on_close). */
+static void streams_finish(struct conn *c)
+{
+    for (struct dc_host_stream *s = c->streams; s != NULL; s = s->next) {
+        size_t len;
+
+        if (s->dead || !s->open || c->yamux == NULL)
+            continue;
+        if (s->send_err < 0) {
+            (void)dc_yamux_stream_reset(c->yamux, s->id);
+            stream_fire_close(s, s->send_err);
+            continue;
+        }
+        (void)stream_unsent(s, &len);
+        if (len == 0 && s->close_requested && !s->fin_sent) {
+            s->fin_sent = true;
+            (void)dc_yamux_stream_close(c->yamux, s->id); /* may fire on_close */
+        }
+    }
 }
 
 /* Moves queued plaintext (mss during MSS_MUX, yamux afterwards) through Noise to the socket,
@@ -759,38 +966,16 @@ static void conn_flush(struct conn *c)
         }
     }
     flush_noise_raw(c);
-    /* yamux output is sealed straight into the socket write request: one pass, no copy. */
+    streams_finish(c);
     while (c->yamux != NULL && c->write_queued < WRITE_HIGH && !c->failed && !c->closing) {
-        struct wreq *w;
-        size_t need, sealed;
-
-        p = dc_yamux_output(c->yamux, &len);
-        if (len == 0)
+        if (!conn_seal(c))
             break;
-        if (len > WRITE_CHUNK)
-            len = WRITE_CHUNK;
-        need = dc_noise_sealed_len(len);
-        w = dc_malloc(sizeof(*w) + need);
-        if (w == NULL) {
-            conn_fail(c, DC_ENOMEM);
-            return;
-        }
-        rc = dc_noise_seal(c->noise, p, len, w->data, need, &sealed);
-        if (rc < 0) {
-            dc_free(w);
-            conn_fail(c, rc);
-            return;
-        }
-        dc_yamux_output_consume(c->yamux, len);
-        conn_write_req(c, w, sealed, false);
+        streams_finish(c);
     }
 }
 
 static void conn_pump(struct conn *c)
 {
-    for (struct dc_host_stream *s = c->streams; s != NULL; s = s->next)
-        if (!s->dead && s->open && s->pending.len > s->pending_off)
-            stream_flush(s);
     conn_flush(c);
 }
 
@@ -1089,10 +1274,14 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-    DC_UNUSED(handle);
+    struct conn *c = handle->data;
+    struct dc_host *h = c->h;
+
     DC_UNUSED(suggested);
-    buf->base = dc_malloc(READ_CHUNK);
-    buf->len = buf->base != NULL ? READ_CHUNK : 0;
+    if (h->rbuf == NULL)
+        h->rbuf = dc_malloc(READ_CHUNK);
+    buf->base = (char *)h->rbuf;
+    buf->len = h->rbuf != NULL ? READ_CHUNK : 0;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -1101,10 +1290,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     uint8_t *p = (uint8_t *)buf->base;
     size_t skip = 0;
 
-    if (c->closing) {
-        dc_free(buf->base);
+    if (c->closing)
         return;
-    }
     conn_enter(c);
     if (nread < 0) {
         conn_fail(c, nread == UV_EOF ? DC_ECLOSED : (int)nread);
@@ -1115,7 +1302,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     } else if (buf->base == NULL) {
         conn_fail(c, DC_ENOMEM);
     }
-    dc_free(buf->base);
     conn_leave(c);
 }
 
@@ -1805,38 +1991,23 @@ static void identify_start(struct conn *c)
 
 static void stream_flush(struct dc_host_stream *s)
 {
-    struct conn *c = s->c;
-    size_t w;
-    int rc;
-
-    if (s->dead || !s->open || c->yamux == NULL)
+    if (s->dead || !s->open || s->c->yamux == NULL)
         return;
-    while (s->pending.len > s->pending_off) {
-        rc = dc_yamux_stream_write(c->yamux, s->id, s->pending.data + s->pending_off,
-                                   s->pending.len - s->pending_off, &w);
-        if (rc < 0) {
-            (void)dc_yamux_stream_reset(c->yamux, s->id);
-            stream_fire_close(s, rc);
-            return;
-        }
-        if (w == 0)
-            break;
-        s->pending_off += w;
-    }
-    if (s->pending_off == s->pending.len) {
-        dc_buf_reset(&s->pending);
-        s->pending_off = 0;
-    } else if (s->pending_off > 1024 * 1024 && s->pending_off >= s->pending.len - s->pending_off) {
-        /* Compact only once the consumed part is at least the rest: each byte moves at most
-         * once on average, however large the queue. */
-        dc_buf_consume(&s->pending, s->pending_off);
-        s->pending_off = 0;
-    }
-    if (s->pending.len == 0 && s->close_requested && !s->fin_sent) {
-        s->fin_sent = true;
-        (void)dc_yamux_stream_close(c->yamux, s->id); /* may fire on_close */
-    }
-    conn_flush(c);
+    conn_flush(s->c);
+}
+
+/* Moves what is left of a direct write into 'pending'. Pending is empty while a direct write
+ * runs, so the order holds. */
+static int stream_spill_direct(struct dc_host_stream *s)
+{
+    const uint8_t *p = s->direct;
+    size_t n = s->direct_len;
+
+    s->direct = NULL;
+    s->direct_len = 0;
+    if (n == 0 || s->dead)
+        return 0;
+    return dc_buf_append(&s->pending, p, n);
 }
 
 int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len)
@@ -1848,24 +2019,29 @@ int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len)
         return DC_ESTATE;
     if (len == 0)
         return 0;
-    if (s->pending.len - s->pending_off + len > STREAM_MAX_QUEUED)
+    if (s->pending.len - s->pending_off + s->direct_len + len > STREAM_MAX_QUEUED)
         return DC_ELIMIT;
-    if (s->open && s->pending.len == s->pending_off && c->yamux != NULL) {
-        /* Nothing queued ahead: hand what the window takes straight to yamux (one copy
-         * fewer), queue only the rest. */
-        size_t w = 0;
-
-        rc = dc_yamux_stream_write(c->yamux, s->id, p, len, &w);
+    if (s->direct_len > 0) {
+        /* A nested write (from a callback inside our own send): queue behind the rest. */
+        rc = stream_spill_direct(s);
         if (rc < 0)
-            return rc == DC_ENOENT ? DC_ESTATE : rc;
-        p = (const uint8_t *)p + w;
-        len -= w;
-        if (len == 0) {
-            conn_enter(c);
-            conn_flush(c);
-            conn_leave(c);
-            return 0;
-        }
+            return rc;
+    }
+    if (s->pending.len == s->pending_off && s->open && c->yamux != NULL) {
+        /* Nothing queued ahead: frame straight from the caller's buffer, queue the rest. */
+        s->direct = p;
+        s->direct_len = len;
+        conn_enter(c);
+        conn_flush(c);
+        rc = stream_spill_direct(s);
+        conn_leave(c);
+        return rc;
+    }
+    if (s->pending_off > 1024 * 1024 && s->pending_off >= s->pending.len - s->pending_off) {
+        /* Compact only once the sent part is at least the rest: each byte moves at most
+         * once on average, however large the queue. */
+        dc_buf_consume(&s->pending, s->pending_off);
+        s->pending_off = 0;
     }
     rc = dc_buf_append(&s->pending, p, len);
     if (rc < 0)
@@ -1878,7 +2054,7 @@ int dc_host_stream_write(struct dc_host_stream *s, const void *p, size_t len)
 
 size_t dc_host_stream_queued(const struct dc_host_stream *s)
 {
-    return s->pending.len - s->pending_off;
+    return s->pending.len - s->pending_off + s->direct_len;
 }
 
 int dc_host_stream_close(struct dc_host_stream *s)

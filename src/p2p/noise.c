@@ -11,7 +11,9 @@
  * the signature over the static key. The top one is the byte-stream session the host drives:
  * it reassembles 2-byte-length-prefixed messages from arbitrary splits, runs the handshake,
  * then decrypts frames into a plaintext buffer and encrypts writes into an output buffer,
- * both capped.
+ * both capped. Beside the output buffer, dc_noise_seal() and the gathering sealer encrypt
+ * into the caller's memory (the host's socket write requests); the sealer splits the AEAD
+ * into its ChaCha20 and Poly1305 halves so that it can encrypt pieces from where they lie.
  */
 #include "p2p/noise_int.h"
 
@@ -554,18 +556,47 @@ static int on_hs_message(struct dc_noise *n, const uint8_t *m, size_t len)
     return 0;
 }
 
+/* Makes room for 'extra' more bytes in n->plain (the caller checked its cap), keeping the
+ * dc_buf invariant of a NUL past 'len'. The buffer only grows: it settles at the most
+ * plaintext one read produces. */
+static int plain_reserve(struct dc_noise *n, size_t extra)
+{
+    struct dc_buf *b = &n->plain;
+    size_t need = b->len + extra + 1, cap = b->cap != 0 ? b->cap : 64u * 1024u;
+    uint8_t *p;
+
+    if (need <= b->cap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    p = dc_realloc(b->data, cap);
+    if (p == NULL)
+        return DC_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Decrypts one transport message straight into the plaintext buffer (no staging copy). */
 static int on_transport_frame(struct dc_noise *n, const uint8_t *c, size_t len)
 {
+    size_t plen;
     int rc;
 
     if (len < DC_NOISE_TAG_LEN)
         return DC_ECORRUPT;
-    if (n->plain.len + (len - DC_NOISE_TAG_LEN) > n->plain.max)
+    plen = len - DC_NOISE_TAG_LEN;
+    if (n->plain.len + plen > n->plain.max)
         return DC_ELIMIT;
-    rc = dc_noise_cipher_decrypt(&n->rx, NULL, 0, c, len, n->scratch);
+    rc = plain_reserve(n, plen);
     if (rc < 0)
         return rc;
-    return dc_buf_append(&n->plain, n->scratch, len - DC_NOISE_TAG_LEN);
+    rc = dc_noise_cipher_decrypt(&n->rx, NULL, 0, c, len, n->plain.data + n->plain.len);
+    if (rc < 0)
+        return rc;
+    n->plain.len += plen;
+    n->plain.data[n->plain.len] = '\0';
+    return 0;
 }
 
 int dc_noise_new(const struct dc_noise_config *cfg, struct dc_noise **out)
@@ -792,6 +823,149 @@ int dc_noise_seal(struct dc_noise *n, const void *p, size_t len, uint8_t *out, s
     }
     *out_len = pos;
     return 0;
+}
+
+void dc_noise_sealer_init(struct dc_noise_sealer *s, uint8_t *out, size_t cap)
+{
+    s->out = out;
+    s->cap = cap;
+    s->len = 0;
+    s->fill = 0;
+}
+
+/* Room for plaintext in the open message, under both the message limit and 'cap'. */
+static size_t sealer_room(const struct dc_noise_sealer *s)
+{
+    size_t at = s->len + LEN_PREFIX + s->fill, r = DC_NOISE_MAX_PLAINTEXT - s->fill;
+
+    if (at + DC_NOISE_TAG_LEN >= s->cap)
+        return 0;
+    return r < s->cap - at - DC_NOISE_TAG_LEN ? r : s->cap - at - DC_NOISE_TAG_LEN;
+}
+
+size_t dc_noise_sealer_space(const struct dc_noise_sealer *s)
+{
+    size_t room = sealer_room(s), total = room, left;
+
+    if (room < DC_NOISE_MAX_PLAINTEXT - s->fill)
+        return total; /* 'cap' ends inside the open message */
+    left = s->cap - (s->len + LEN_PREFIX + DC_NOISE_MAX_MESSAGE);
+    while (left > LEN_PREFIX + DC_NOISE_TAG_LEN) {
+        size_t msg = left - LEN_PREFIX - DC_NOISE_TAG_LEN;
+
+        if (msg > DC_NOISE_MAX_PLAINTEXT)
+            msg = DC_NOISE_MAX_PLAINTEXT;
+        total += msg;
+        left -= msg + LEN_PREFIX + DC_NOISE_TAG_LEN;
+    }
+    return total;
+}
+
+/*
+ * ChaCha20-Poly1305 (RFC 8439, as libsodium's _ietf AEAD) taken apart so that a message can
+ * be encrypted piece by piece from different sources: the keystream of byte 'off' of the
+ * plaintext is block 1 + off / 64 (block 0 keys Poly1305), so each piece is XORed with
+ * crypto_stream_chacha20_ietf_xor_ic() from its block, a piece that starts inside a block
+ * going through a 64-byte scratch block first. The tag is computed at the close over the
+ * ciphertext, exactly as crypto_aead_chacha20poly1305_ietf_encrypt() does (no AD).
+ */
+static void xor_at(const struct dc_noise_cipher *c, uint8_t *dst, const uint8_t *src, size_t len,
+                   size_t off)
+{
+    uint8_t nonce[12];
+
+    nonce_bytes(c->n, nonce);
+    if (off % 64 != 0) {
+        uint8_t blk[64] = {0};
+        size_t in = off % 64, k = 64 - in < len ? 64 - in : len;
+
+        memcpy(blk + in, src, k);
+        crypto_stream_chacha20_ietf_xor_ic(blk, blk, sizeof(blk), nonce, (uint32_t)(1 + off / 64),
+                                           c->k);
+        memcpy(dst, blk + in, k);
+        sodium_memzero(blk, sizeof(blk));
+        dst += k;
+        src += k;
+        len -= k;
+        off += k;
+    }
+    if (len > 0)
+        crypto_stream_chacha20_ietf_xor_ic(dst, src, len, nonce, (uint32_t)(1 + off / 64), c->k);
+}
+
+/* Tags the open message (its plaintext already encrypted in place) and closes it. */
+static int sealer_close(struct dc_noise *n, struct dc_noise_sealer *s)
+{
+    static const uint8_t pad0[16];
+    uint8_t *m = s->out + s->len, block0[64], nonce[12], lens[16];
+    size_t flen = s->fill + DC_NOISE_TAG_LEN;
+    crypto_onetimeauth_poly1305_state st;
+
+    if (n->tx.n == UINT64_MAX) {
+        n->err = DC_ELIMIT;
+        return DC_ELIMIT;
+    }
+    nonce_bytes(n->tx.n, nonce);
+    crypto_stream_chacha20_ietf(block0, sizeof(block0), nonce, n->tx.k);
+    crypto_onetimeauth_poly1305_init(&st, block0);
+    crypto_onetimeauth_poly1305_update(&st, m + LEN_PREFIX, s->fill);
+    crypto_onetimeauth_poly1305_update(&st, pad0, (0x10 - s->fill) & 0xf);
+    memset(lens, 0, 8); /* AD length 0, then the ciphertext length, both 64-bit LE */
+    for (int i = 0; i < 8; i++)
+        lens[8 + i] = (uint8_t)((uint64_t)s->fill >> (8 * i));
+    crypto_onetimeauth_poly1305_update(&st, lens, sizeof(lens));
+    crypto_onetimeauth_poly1305_final(&st, m + LEN_PREFIX + s->fill);
+    sodium_memzero(block0, sizeof(block0));
+    sodium_memzero(&st, sizeof(st));
+    m[0] = (uint8_t)(flen >> 8);
+    m[1] = (uint8_t)flen;
+    n->tx.n++;
+    s->len += LEN_PREFIX + flen;
+    s->fill = 0;
+    return 0;
+}
+
+int dc_noise_sealer_put(struct dc_noise *n, struct dc_noise_sealer *s, const void *p, size_t len,
+                        size_t *taken)
+{
+    const uint8_t *src = p;
+    size_t done = 0;
+    int rc = 0;
+
+    *taken = 0;
+    if (!n->done || n->err < 0 || n->out.len > 0)
+        return DC_ESTATE;
+    while (done < len) {
+        size_t room = sealer_room(s);
+
+        if (room == 0)
+            break;
+        if (room > len - done)
+            room = len - done;
+        xor_at(&n->tx, s->out + s->len + LEN_PREFIX + s->fill, src + done, room, s->fill);
+        s->fill += room;
+        done += room;
+        if (s->fill == DC_NOISE_MAX_PLAINTEXT) {
+            rc = sealer_close(n, s);
+            if (rc < 0)
+                break;
+        }
+    }
+    *taken = done;
+    return rc;
+}
+
+int dc_noise_sealer_finish(struct dc_noise *n, struct dc_noise_sealer *s, size_t *len)
+{
+    int rc = 0;
+
+    *len = 0;
+    if (!n->done || n->err < 0 || n->out.len > 0)
+        return DC_ESTATE;
+    if (s->fill > 0)
+        rc = sealer_close(n, s);
+    *len = s->len;
+    return rc;
 }
 
 const uint8_t *dc_noise_plaintext(const struct dc_noise *n, size_t *len)

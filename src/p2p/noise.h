@@ -122,6 +122,42 @@ size_t dc_noise_sealed_len(size_t len);
 DC_MUST_CHECK int dc_noise_seal(struct dc_noise *n, const void *p, size_t len, uint8_t *out,
                                 size_t cap, size_t *out_len);
 
+/*
+ * Gathering seal, for a caller that assembles plaintext from several places (the host: yamux
+ * control frames, then data frame headers and payloads from each stream's queue): every piece
+ * is encrypted from where it lies straight into out[0..cap), laid out as a run of full-size
+ * transport messages, and each message gets its tag once full (or at the finish). The bytes
+ * are identical to dc_noise_seal() over the concatenated pieces, without first copying them
+ * together. The session's output queue must be empty, as for dc_noise_seal(), and no other
+ * write may run on the session between init and finish. Embedded; no cleanup.
+ */
+struct dc_noise_sealer {
+    uint8_t *out;
+    size_t cap;
+    size_t len;  /* bytes of finished messages in out */
+    size_t fill; /* plaintext bytes encrypted into the open message (at out + len + 2) */
+};
+
+/* Starts sealing into out[0..cap) (borrowed until the finish). */
+void dc_noise_sealer_init(struct dc_noise_sealer *s, uint8_t *out, size_t cap);
+
+/* Plaintext bytes that still fit (each further message needs 18 bytes of framing). */
+size_t dc_noise_sealer_space(const struct dc_noise_sealer *s);
+
+/*
+ * Encrypts p[0..len) into the open message(s); '*taken' gets the bytes that fit (all of them
+ * when len <= dc_noise_sealer_space()). Returns 0; DC_ESTATE before the handshake finished,
+ * after an error or while queued output remains; DC_ELIMIT when the nonce space is exhausted
+ * (the session is then failed).
+ */
+DC_MUST_CHECK int dc_noise_sealer_put(struct dc_noise *n, struct dc_noise_sealer *s, const void *p,
+                                      size_t len, size_t *taken);
+
+/* Tags the open message, if it holds plaintext; '*len' gets the bytes of out to send.
+ * Errors as for dc_noise_sealer_put(). */
+DC_MUST_CHECK int dc_noise_sealer_finish(struct dc_noise *n, struct dc_noise_sealer *s,
+                                         size_t *len);
+
 /* Decrypted bytes waiting (borrowed, valid until the next call on 'n'). */
 const uint8_t *dc_noise_plaintext(const struct dc_noise *n, size_t *len);
 /* Marks the first k decrypted bytes as taken. */

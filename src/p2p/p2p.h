@@ -382,6 +382,20 @@ DC_MUST_CHECK int dc_yamux_stream_set_user(struct dc_yamux *y, uint32_t id, void
 DC_MUST_CHECK int dc_yamux_stream_write(struct dc_yamux *y, uint32_t id, const void *p, size_t len,
                                         size_t *written);
 
+/*
+ * The copy-free form of dc_yamux_stream_write() for a caller that places the payload itself
+ * (the host assembles it straight into its socket write buffer): takes send window for up to
+ * 'len' bytes on stream 'id' (at most DC_YAMUX_MAX_FRAME_DATA) and writes the header of that
+ * data frame to hdr[0..DC_YAMUX_HEADER_LEN); '*n' gets the payload bytes granted, 0 when the
+ * window is closed (on_writable fires once it opens; this is answered even while output is
+ * queued). The caller must send the header and then exactly '*n' payload bytes right after
+ * everything dc_yamux_output() held, so a frame is only granted while that output is empty.
+ * Returns 0; DC_EINVAL when len is 0; DC_ESTATE while output is queued or after
+ * dc_yamux_stream_close(); DC_ENOENT for an unknown id; DC_ECLOSED when the session failed.
+ */
+DC_MUST_CHECK int dc_yamux_stream_frame(struct dc_yamux *y, uint32_t id, size_t len,
+                                        uint8_t hdr[DC_YAMUX_HEADER_LEN], size_t *n);
+
 /* Bytes the peer's window lets stream 'id' send now (0 for an unknown stream). */
 size_t dc_yamux_stream_send_window(const struct dc_yamux *y, uint32_t id);
 

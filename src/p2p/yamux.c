@@ -639,6 +639,42 @@ int dc_yamux_stream_write(struct dc_yamux *y, uint32_t id, const void *p, size_t
     return done > 0 ? 0 : rc;
 }
 
+int dc_yamux_stream_frame(struct dc_yamux *y, uint32_t id, size_t len,
+                          uint8_t hdr[DC_YAMUX_HEADER_LEN], size_t *n)
+{
+    struct ymx_stream *s = stream_find(y, id);
+    size_t take = len;
+
+    *n = 0;
+    if (y->err != 0)
+        return DC_ECLOSED;
+    if (s == NULL)
+        return DC_ENOENT;
+    if (s->local_fin)
+        return DC_ESTATE;
+    if (len == 0)
+        return DC_EINVAL;
+    if (take > s->send_window) {
+        take = (size_t)s->send_window;
+        s->write_blocked = true;
+    }
+    if (take == 0)
+        return 0; /* a closed window is reported even while output is queued */
+    if (out_pending(y) > 0)
+        return DC_ESTATE;
+    if (take > DC_YAMUX_MAX_FRAME_DATA)
+        take = DC_YAMUX_MAX_FRAME_DATA;
+    hdr[0] = 0;
+    hdr[1] = DC_YAMUX_TYPE_DATA;
+    hdr[2] = 0;
+    hdr[3] = 0;
+    put_be32(hdr + 4, id);
+    put_be32(hdr + 8, (uint32_t)take);
+    s->send_window -= take;
+    *n = take;
+    return 0;
+}
+
 size_t dc_yamux_stream_send_window(const struct dc_yamux *y, uint32_t id)
 {
     const struct ymx_stream *s = stream_find(y, id);

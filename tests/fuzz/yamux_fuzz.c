@@ -146,6 +146,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             if (n > sizeof(payload))
                 n = sizeof(payload);
+            if (op & 8) {
+                /* The copy-free form: only its accounting is exercised (the header and
+                 * payload would be the caller's to send). */
+                uint8_t hdr[DC_YAMUX_HEADER_LEN];
+
+                rc = dc_yamux_stream_frame(st.y, id, n, hdr, &w);
+                if (rc == 0 && (w > n || w > win || w > DC_YAMUX_MAX_FRAME_DATA))
+                    abort();
+                break;
+            }
             rc = dc_yamux_stream_write(st.y, id, payload, n, &w);
             if (rc == 0 && (w > n || w > win))
                 abort();

@@ -746,6 +746,57 @@ static void test_yamux_open_data(void **state)
     side_cleanup(&s);
 }
 
+/* dc_yamux_stream_frame: the caller lays out header and payload itself; the window is taken
+ * as by dc_yamux_stream_write, a closed window reports on_writable later, and queued output
+ * must go first. */
+static void test_yamux_stream_frame(void **state)
+{
+    static uint8_t big[300000];
+    struct side c, s;
+    uint8_t hdr[DC_YAMUX_HEADER_LEN];
+    uint32_t id;
+    size_t n, w, total = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 5 + 1);
+    side_init(&c, true, DC_YAMUX_INITIAL_WINDOW);
+    side_init(&s, false, DC_YAMUX_INITIAL_WINDOW);
+    assert_int_equal(dc_yamux_stream_open(c.y, NULL, &id), 0);
+    /* The SYN is still queued. */
+    assert_int_equal(dc_yamux_stream_frame(c.y, id, 10, hdr, &n), DC_ESTATE);
+    pump_all(&c, &s);
+    assert_int_equal(dc_yamux_stream_frame(c.y, id, 0, hdr, &n), DC_EINVAL);
+    assert_int_equal(dc_yamux_stream_frame(c.y, 99, 10, hdr, &n), DC_ENOENT);
+    while (total < sizeof(big)) {
+        assert_int_equal(dc_yamux_stream_frame(c.y, id, sizeof(big) - total, hdr, &n), 0);
+        if (n == 0)
+            break;
+        assert_true(n <= DC_YAMUX_MAX_FRAME_DATA);
+        assert_int_equal(hdr[1], DC_YAMUX_TYPE_DATA);
+        assert_int_equal(dc_yamux_feed(s.y, hdr, sizeof(hdr)), 0);
+        assert_int_equal(dc_yamux_feed(s.y, big + total, n), 0);
+        total += n;
+    }
+    assert_int_equal(total, DC_YAMUX_INITIAL_WINDOW); /* the peer's window, no more */
+    assert_int_equal(s.data.len, total);
+    assert_memory_equal(s.data.data, big, total);
+    assert_int_equal(dc_yamux_stream_consume(s.y, id, total), 0);
+    pump_all(&c, &s); /* the window update reopens the window: on_writable */
+    assert_true(c.n_writable > 0);
+    assert_int_equal(dc_yamux_stream_frame(c.y, id, 100, hdr, &n), 0);
+    assert_int_equal(n, 100);
+    assert_int_equal(dc_yamux_feed(s.y, hdr, sizeof(hdr)), 0);
+    assert_int_equal(dc_yamux_feed(s.y, big + total, n), 0);
+    assert_memory_equal(s.data.data + total, big + total, n);
+    assert_int_equal(dc_yamux_stream_close(c.y, id), 0);
+    pump_all(&c, &s);
+    assert_int_equal(dc_yamux_stream_frame(c.y, id, 10, hdr, &n), DC_ESTATE);
+    assert_int_equal(dc_yamux_stream_write(c.y, id, "x", 1, &w), DC_ESTATE);
+    side_cleanup(&c);
+    side_cleanup(&s);
+}
+
 static void test_yamux_window(void **state)
 {
     static uint8_t big[1 << 20];
@@ -1342,6 +1393,7 @@ int main(void)
         cmocka_unit_test(test_mss_config_and_enomem),
         cmocka_unit_test(test_yamux_open_data),
         cmocka_unit_test(test_yamux_window),
+        cmocka_unit_test(test_yamux_stream_frame),
         cmocka_unit_test(test_yamux_large_window),
         cmocka_unit_test(test_yamux_output_cap),
         cmocka_unit_test(test_yamux_fin),
