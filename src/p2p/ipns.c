@@ -8,17 +8,19 @@
  * disagree about what the record says).
  *
  * Map of the file: a bounded CBOR reader (just what DAG-CBOR maps need: definite lengths, a
- * depth limit, unknown entries skipped); the IpnsEntry parser; RFC 3339; validation;
- * selection.
+ * depth limit, unknown entries skipped); the IpnsEntry parser (protoc-c code from
+ * proto/libp2p/ipns.proto, with an allocator over dc_malloc so that allocation-failure tests
+ * and the fuzzer see every allocation, and the DC_IPNS_MAX_RECORD cap checked before
+ * unpacking); RFC 3339; validation; selection.
  *
  * Why our own CBOR reader: the map has five scalar fields; a general decoder would be more
- * code to trust with hostile bytes than this one is.
+ * code to trust with hostile bytes than this one is (and the project has no CBOR library).
  */
 #include "p2p/record.h"
 
 #include <string.h>
 
-#include "p2p/pb_int.h"
+#include "libp2p/ipns.pb-c.h"
 
 #define CBOR_MAX_DEPTH 16
 
@@ -168,90 +170,77 @@ static int parse_data(const uint8_t *p, size_t len, struct dc_ipns_entry *e)
  * IpnsEntry
  * ========================================================================================== */
 
-/* The protobuf fields; has_* for the optional legacy ones. */
-struct entry_pb {
-    const uint8_t *value, *validity, *pub_key, *sig_v2, *data;
-    size_t value_len, validity_len, pub_key_len, sig_v2_len, data_len;
-    uint64_t validity_type, sequence, ttl;
-    bool has_value, has_validity, has_validity_type, has_sequence, has_ttl, has_pub_key;
-};
+typedef Dc__Ipns__IpnsEntry entry_pb;
 
-static int parse_entry(const uint8_t *p, size_t len, struct entry_pb *e)
+static void *pb_alloc(void *ud, size_t n)
 {
-    struct pb_field f;
-    size_t pos = 0;
-    int rc;
+    DC_UNUSED(ud);
+    return dc_malloc(n);
+}
 
-    memset(e, 0, sizeof(*e));
-    while ((rc = pb_next(p, len, &pos, &f)) == 1) {
-        bool bytes = f.wire == PB_LEN, varint = f.wire == PB_VARINT;
+static void pb_free(void *ud, void *p)
+{
+    DC_UNUSED(ud);
+    dc_free(p);
+}
 
-        switch (f.num) {
-        case 1: /* value */
-            if (!bytes)
-                return DC_ECORRUPT;
-            e->value = f.p, e->value_len = f.len, e->has_value = true;
-            break;
-        case 2: /* signatureV1: not checked (V2 is required) */
-            if (!bytes)
-                return DC_ECORRUPT;
-            break;
-        case 3: /* validityType */
-            if (!varint)
-                return DC_ECORRUPT;
-            e->validity_type = f.u, e->has_validity_type = true;
-            break;
-        case 4: /* validity */
-            if (!bytes)
-                return DC_ECORRUPT;
-            e->validity = f.p, e->validity_len = f.len, e->has_validity = true;
-            break;
-        case 5: /* sequence */
-            if (!varint)
-                return DC_ECORRUPT;
-            e->sequence = f.u, e->has_sequence = true;
-            break;
-        case 6: /* ttl */
-            if (!varint)
-                return DC_ECORRUPT;
-            e->ttl = f.u, e->has_ttl = true;
-            break;
-        case 7: /* pubKey */
-            if (!bytes)
-                return DC_ECORRUPT;
-            e->pub_key = f.p, e->pub_key_len = f.len, e->has_pub_key = true;
-            break;
-        case 8: /* signatureV2 */
-            if (!bytes)
-                return DC_ECORRUPT;
-            e->sig_v2 = f.p, e->sig_v2_len = f.len;
-            break;
-        case 9: /* data */
-            if (!bytes)
-                return DC_ECORRUPT;
-            e->data = f.p, e->data_len = f.len;
-            break;
-        default:
-            break;
-        }
+static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
+
+static void entry_free(entry_pb *e)
+{
+    dc__ipns__ipns_entry__free_unpacked(e, &pb_allocator);
+}
+
+/*
+ * Unpacks the IpnsEntry rec[0..len) (len already capped) into '*out' (for the caller to free
+ * with entry_free) and finds its 'data' field in rec: protobuf-c hands bytes fields over as
+ * copies, but struct dc_ipns_entry borrows from the caller's record, so the CBOR is read where
+ * it lies in rec (any occurrence of the copied bytes is the same bytes). data and signatureV2
+ * are required; the legacy fields are optional (has_*).
+ */
+static int parse_entry(const uint8_t *rec, size_t len, entry_pb **out, const uint8_t **data)
+{
+    entry_pb *e;
+
+    *out = NULL;
+    e = dc__ipns__ipns_entry__unpack(&pb_allocator, len, rec);
+    if (e == NULL) {
+        /* protobuf-c reports malformed input and allocation failure alike; tell them apart
+         * with one probe so callers see DC_ENOMEM when it really was memory. */
+        void *probe = dc_malloc(len + 64);
+        int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
+
+        dc_free(probe);
+        return rc;
     }
-    if (rc < 0 || e->data == NULL || e->sig_v2 == NULL)
+    if (!e->has_data || !e->has_signaturev2) {
+        entry_free(e);
         return DC_ECORRUPT;
+    }
+    /* An empty 'data' stays empty (parse_data refuses it); otherwise it was copied from rec. */
+    *data = e->data.len == 0 ? rec + len : memmem(rec, len, e->data.data, e->data.len);
+    if (*data == NULL) {
+        entry_free(e);
+        return DC_ECORRUPT; /* cannot happen: the copy came from rec */
+    }
+    *out = e;
     return 0;
 }
 
 int dc_ipns_parse(const uint8_t *rec, size_t len, struct dc_ipns_entry *out)
 {
-    struct entry_pb e;
+    const uint8_t *data;
+    entry_pb *e;
     int rc;
 
     memset(out, 0, sizeof(*out));
     if (len > DC_IPNS_MAX_RECORD)
         return DC_ELIMIT;
-    rc = parse_entry(rec, len, &e);
+    rc = parse_entry(rec, len, &e, &data);
     if (rc < 0)
         return rc;
-    rc = parse_data(e.data, e.data_len, out);
+    rc = parse_data(data, e->data.len, out);
+    entry_free(e);
     if (rc < 0)
         return rc;
     if (out->validity_type == DC_IPNS_VALIDITY_EOL &&
@@ -349,21 +338,21 @@ int dc_ipns_parse_time(const uint8_t *s, size_t len, uint64_t *ms)
  * ========================================================================================== */
 
 /* The Ed25519 key that must have signed records under 'id'. */
-static int signer_key(const struct dc_peer_id *id, const struct entry_pb *e,
+static int signer_key(const struct dc_peer_id *id, const entry_pb *e,
                       uint8_t pk[DC_ED25519_PUBLIC_KEY_LEN])
 {
     struct dc_public_key k;
     struct dc_peer_id got;
     int rc;
 
-    if (!e->has_pub_key)
+    if (!e->has_pubkey)
         return dc_peer_id_ed25519_public_key(id, pk); /* DC_EUNSUPPORTED for hashed ids */
-    rc = dc_peer_id_from_public_key_proto(e->pub_key, e->pub_key_len, &got);
+    rc = dc_peer_id_from_public_key_proto(e->pubkey.data, e->pubkey.len, &got);
     if (rc < 0)
         return rc == DC_EUNSUPPORTED ? rc : DC_ECORRUPT;
     if (!dc_peer_id_equal(&got, id))
         return DC_ECRYPTO;
-    rc = dc_public_key_proto_decode(e->pub_key, e->pub_key_len, &k);
+    rc = dc_public_key_proto_decode(e->pubkey.data, e->pubkey.len, &k);
     if (rc < 0)
         return rc == DC_EUNSUPPORTED ? rc : DC_ECORRUPT;
     if (k.type != DC_KEY_ED25519)
@@ -374,17 +363,34 @@ static int signer_key(const struct dc_peer_id *id, const struct entry_pb *e,
     return 0;
 }
 
+static bool bytes_equal(const ProtobufCBinaryData *a, const uint8_t *b, size_t b_len)
+{
+    return a->len == b_len && (b_len == 0 || memcmp(a->data, b, b_len) == 0);
+}
+
+/* Whether the legacy V1 fields that are present repeat the signed data. validityType is the
+ * spec's enum, an int32 to every V1 reader: it agrees only when it is that same number. */
+static bool v1_agrees(const entry_pb *pb, const struct dc_ipns_entry *e)
+{
+    return (!pb->has_value || bytes_equal(&pb->value, e->value, e->value_len)) &&
+           (!pb->has_validity || bytes_equal(&pb->validity, e->validity, e->validity_len)) &&
+           (!pb->has_validitytype ||
+            ((int)pb->validitytype >= 0 && (uint64_t)pb->validitytype == e->validity_type)) &&
+           (!pb->has_sequence || pb->sequence == e->sequence) &&
+           (!pb->has_ttl || pb->ttl == e->ttl_ns);
+}
+
 int dc_ipns_validate(const uint8_t *key, size_t key_len, const uint8_t *rec, size_t len,
                      uint64_t now_ms, struct dc_ipns_entry *out)
 {
-    /* The signed message is small (the record is capped), so it is built on the stack: the
-     * validator never allocates. */
+    /* The signed message is small (the record is capped), so it is built on the stack. */
     uint8_t msg[sizeof(DC_IPNS_SIG_PREFIX) - 1 + DC_IPNS_MAX_RECORD];
     const size_t plen = sizeof(DC_IPNS_SIG_PREFIX) - 1;
     uint8_t pk[DC_ED25519_PUBLIC_KEY_LEN];
     struct dc_ipns_entry d, *e = out != NULL ? out : &d;
     struct dc_peer_id id;
-    struct entry_pb pb;
+    const uint8_t *data;
+    entry_pb *pb;
     int rc;
 
     memset(e, 0, sizeof(*e));
@@ -393,34 +399,36 @@ int dc_ipns_validate(const uint8_t *key, size_t key_len, const uint8_t *rec, siz
     if (key_len <= 6 || memcmp(key, "/ipns/", 6) != 0 ||
         dc_peer_id_from_bytes(key + 6, key_len - 6, &id) < 0)
         return DC_ECORRUPT;
-    rc = parse_entry(rec, len, &pb);
+    rc = parse_entry(rec, len, &pb, &data);
     if (rc < 0)
         return rc;
-    rc = parse_data(pb.data, pb.data_len, e);
+    rc = parse_data(data, pb->data.len, e);
     if (rc < 0)
-        return rc;
-    rc = signer_key(&id, &pb, pk);
+        goto out_pb;
+    rc = signer_key(&id, pb, pk);
     if (rc < 0)
-        return rc;
-    if (pb.sig_v2_len != DC_ED25519_SIGNATURE_LEN)
-        return DC_ECRYPTO;
+        goto out_pb;
+    /* The signature is over the data bytes as received. */
+    rc = DC_ECRYPTO;
+    if (pb->signaturev2.len != DC_ED25519_SIGNATURE_LEN)
+        goto out_pb;
     memcpy(msg, DC_IPNS_SIG_PREFIX, plen);
-    memcpy(msg + plen, pb.data, pb.data_len); /* data_len < len <= DC_IPNS_MAX_RECORD */
-    if (dc_ed25519_verify(pk, msg, plen + pb.data_len, pb.sig_v2) < 0)
-        return DC_ECRYPTO;
+    memcpy(msg + plen, data, pb->data.len); /* data.len < len <= DC_IPNS_MAX_RECORD */
+    if (dc_ed25519_verify(pk, msg, plen + pb->data.len, pb->signaturev2.data) < 0)
+        goto out_pb;
     /* Signed data is trusted from here on; the unsigned V1 copies must agree with it. */
-    if ((pb.has_value &&
-         (pb.value_len != e->value_len || memcmp(pb.value, e->value, e->value_len) != 0)) ||
-        (pb.has_validity && (pb.validity_len != e->validity_len ||
-                             memcmp(pb.validity, e->validity, e->validity_len) != 0)) ||
-        (pb.has_validity_type && pb.validity_type != e->validity_type) ||
-        (pb.has_sequence && pb.sequence != e->sequence) || (pb.has_ttl && pb.ttl != e->ttl_ns))
-        return DC_ECRYPTO;
+    if (!v1_agrees(pb, e))
+        goto out_pb;
+    rc = DC_EUNSUPPORTED;
     if (e->validity_type != DC_IPNS_VALIDITY_EOL)
-        return DC_EUNSUPPORTED;
+        goto out_pb;
+    rc = DC_ECORRUPT;
     if (dc_ipns_parse_time(e->validity, e->validity_len, &e->eol_ms) < 0)
-        return DC_ECORRUPT;
-    return e->eol_ms < now_ms ? DC_ETIMEDOUT : 0;
+        goto out_pb;
+    rc = e->eol_ms < now_ms ? DC_ETIMEDOUT : 0;
+out_pb:
+    entry_free(pb);
+    return rc;
 }
 
 static int ipns_validate_cb(void *ud, const uint8_t *key, size_t key_len, const uint8_t *value,

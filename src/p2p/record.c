@@ -3,17 +3,15 @@
  * record.c - Democritus signed DHT records (record.h part 2): the /democritus/ namespace's
  * validator and selector, and the builder our nodes sign their own records with.
  *
- * A record is a libp2p signed envelope (RFC 0002):
+ * A record is a libp2p signed envelope (RFC 0002, proto/libp2p/envelope.proto) with payload
+ * type "/democritus/record/1", signed over varint(len) || "democritus-record" || varint(len) ||
+ * payload_type || varint(len) || payload, where the payload is a Record
+ * (proto/record.proto: key, seq, expires_unix_ms, body). Both messages go through the protoc-c
+ * code, with an allocator over dc_malloc so that allocation-failure tests and the fuzzer see
+ * every allocation; a value is capped at DC_KAD_MAX_VALUE before it is unpacked.
  *
- *   Envelope { bytes public_key = 1;  (a libp2p PublicKey protobuf, Ed25519)
- *              bytes payload_type = 2; ("/democritus/record/1")
- *              bytes payload = 3;
- *              bytes signature = 5; }
- *
- * signed over varint(len) || "democritus-record" || varint(len) || payload_type ||
- * varint(len) || payload, where the payload is
- *
- *   Record { bytes key = 1; uint64 seq = 2; uint64 expires_unix_ms = 3; bytes body = 4; }.
+ * The signature is checked over the payload bytes exactly as received (protobuf-c hands them
+ * over as a copy of the received field), never over a re-encoding.
  *
  * Why these rules: the key's last component is the signer's PeerId, so only that peer can
  * write under it, and the payload repeats the key, so a signed record cannot be replayed
@@ -23,19 +21,61 @@
 
 #include <string.h>
 
-#include "p2p/pb_int.h"
+#include "base/varint.h"
+#include "libp2p/envelope.pb-c.h"
+#include "record.pb-c.h"
 
 #define PREFIX_LEN (sizeof(DC_DHT_RECORD_PREFIX) - 1)
 #define DOMAIN_LEN (sizeof(DC_DHT_RECORD_DOMAIN) - 1)
 #define TYPE_LEN   (sizeof(DC_DHT_RECORD_PAYLOAD_TYPE) - 1)
 /* The bytes covered by the signature: three varint lengths, the domain, the type, a payload
  * no longer than a whole value. */
-#define UNSIGNED_MAX (3 * 10 + DOMAIN_LEN + TYPE_LEN + DC_KAD_MAX_VALUE)
+#define UNSIGNED_MAX (3 * DC_VARINT_MAX_LEN + DOMAIN_LEN + TYPE_LEN + DC_KAD_MAX_VALUE)
 
-struct envelope {
-    const uint8_t *pub_key, *type, *payload, *sig;
-    size_t pub_key_len, type_len, payload_len, sig_len;
-};
+typedef Dc__Envelope__Envelope envelope_pb;
+typedef Democritus__P2p__Record record_pb;
+
+/* ---- protobuf-c glue -------------------------------------------------------------------- */
+
+static void *pb_alloc(void *ud, size_t n)
+{
+    DC_UNUSED(ud);
+    return dc_malloc(n);
+}
+
+static void pb_free(void *ud, void *p)
+{
+    DC_UNUSED(ud);
+    dc_free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
+
+/* The error for an unpack of 'len' bytes that returned NULL: protobuf-c reports malformed input
+ * and a failed allocation alike, so one probe of about the input's size tells them apart. */
+static int unpack_error(size_t len)
+{
+    void *probe = dc_malloc(len + 64);
+    int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
+
+    dc_free(probe);
+    return rc;
+}
+
+/*
+ * protobuf-c copies every bytes field out of the input, but record.h promises pointers that
+ * borrow from the caller's value: this finds the copy's bytes in in[0..in_len) (they are there,
+ * since they were copied from it; any occurrence holds the same bytes). An empty field is a
+ * valid zero-length pointer at the end of the input.
+ */
+static const uint8_t *borrow(const uint8_t *in, size_t in_len, const ProtobufCBinaryData *copy)
+{
+    if (copy->len == 0)
+        return in + in_len;
+    return memmem(in, in_len, copy->data, copy->len);
+}
+
+/* ---- keys ------------------------------------------------------------------------------- */
 
 int dc_dht_record_key_check(const uint8_t *key, size_t key_len, const struct dc_peer_id *peer)
 {
@@ -64,61 +104,56 @@ int dc_dht_record_key_check(const uint8_t *key, size_t key_len, const struct dc_
     return dc_peer_id_parse(got, &other) == 0 ? DC_EPERM : DC_ECORRUPT;
 }
 
-static int parse_envelope(const uint8_t *p, size_t len, struct envelope *e)
+/* Unpacks an envelope (into '*out', for the caller to free) and checks that every field is
+ * present and the payload type is ours. */
+static int parse_envelope(const uint8_t *p, size_t len, envelope_pb **out)
 {
-    struct pb_field f;
-    size_t pos = 0;
-    int rc;
+    envelope_pb *e;
 
-    memset(e, 0, sizeof(*e));
-    while ((rc = pb_next(p, len, &pos, &f)) == 1) {
-        if (f.num != 1 && f.num != 2 && f.num != 3 && f.num != 5)
-            continue; /* unknown fields are not signed, and not used */
-        if (f.wire != PB_LEN)
-            return DC_ECORRUPT;
-        if (f.num == 1)
-            e->pub_key = f.p, e->pub_key_len = f.len;
-        else if (f.num == 2)
-            e->type = f.p, e->type_len = f.len;
-        else if (f.num == 3)
-            e->payload = f.p, e->payload_len = f.len;
-        else
-            e->sig = f.p, e->sig_len = f.len;
+    *out = NULL;
+    e = dc__envelope__envelope__unpack(&pb_allocator, len, p);
+    if (e == NULL)
+        return unpack_error(len);
+    /* An absent field is malformed; an empty one goes on to fail a later check. */
+    if (!e->has_public_key || !e->has_payload_type || !e->has_payload || !e->has_signature ||
+        e->payload_type.len != TYPE_LEN ||
+        memcmp(e->payload_type.data, DC_DHT_RECORD_PAYLOAD_TYPE, TYPE_LEN) != 0) {
+        dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+        return DC_ECORRUPT;
     }
-    if (rc < 0 || e->pub_key == NULL || e->type == NULL || e->payload == NULL || e->sig == NULL)
-        return DC_ECORRUPT;
-    if (e->type_len != TYPE_LEN || memcmp(e->type, DC_DHT_RECORD_PAYLOAD_TYPE, TYPE_LEN) != 0)
-        return DC_ECORRUPT;
+    *out = e;
     return 0;
 }
 
-static int parse_payload(const uint8_t *p, size_t len, struct dc_dht_record *r)
+/* Reads the Record in the envelope's payload, which lies in value[0..value_len); the key and
+ * body in '*r' borrow from value. */
+static int parse_payload(const uint8_t *value, size_t value_len, const envelope_pb *e,
+                         struct dc_dht_record *r)
 {
-    struct pb_field f;
-    size_t pos = 0;
-    int rc;
+    const uint8_t *p = borrow(value, value_len, &e->payload);
+    size_t len = e->payload.len;
+    record_pb *pb;
+    int rc = DC_ECORRUPT;
 
-    while ((rc = pb_next(p, len, &pos, &f)) == 1) {
-        bool bytes = f.wire == PB_LEN, varint = f.wire == PB_VARINT;
-
-        if ((f.num == 1 || f.num == 4) && !bytes)
-            return DC_ECORRUPT;
-        if ((f.num == 2 || f.num == 3) && !varint)
-            return DC_ECORRUPT;
-        if (f.num == 1)
-            r->key = f.p, r->key_len = f.len;
-        else if (f.num == 2)
-            r->seq = f.u;
-        else if (f.num == 3)
-            r->expires_ms = f.u;
-        else if (f.num == 4)
-            r->body = f.p, r->body_len = f.len;
-    }
-    if (rc < 0 || r->key_len == 0 || r->expires_ms == 0)
-        return DC_ECORRUPT;
-    if (r->body == NULL)
-        r->body = p + len; /* empty body: a valid, zero-length pointer */
-    return r->body_len <= DC_DHT_RECORD_MAX_BODY ? 0 : DC_ELIMIT;
+    if (p == NULL)
+        return DC_ECORRUPT; /* cannot happen: the payload was copied from value */
+    pb = democritus__p2p__record__unpack(&pb_allocator, len, p);
+    if (pb == NULL)
+        return unpack_error(len);
+    if (pb->key.len == 0 || pb->expires_unix_ms == 0)
+        goto out_pb;
+    r->key = borrow(p, len, &pb->key);
+    r->key_len = pb->key.len;
+    r->seq = pb->seq;
+    r->expires_ms = pb->expires_unix_ms;
+    r->body = borrow(p, len, &pb->body); /* empty: a valid, zero-length pointer */
+    r->body_len = pb->body.len;
+    if (r->key == NULL || r->body == NULL)
+        goto out_pb;
+    rc = r->body_len <= DC_DHT_RECORD_MAX_BODY ? 0 : DC_ELIMIT;
+out_pb:
+    democritus__p2p__record__free_unpacked(pb, &pb_allocator);
+    return rc;
 }
 
 /* Writes the bytes the signature covers into buf (UNSIGNED_MAX bytes); returns the length. */
@@ -126,16 +161,19 @@ static size_t unsigned_bytes(const uint8_t *payload, size_t payload_len, uint8_t
 {
     size_t n = 0;
 
-    n += pb_put_varint(DOMAIN_LEN, buf + n);
+    n += dc_varint_encode(DOMAIN_LEN, buf + n);
     memcpy(buf + n, DC_DHT_RECORD_DOMAIN, DOMAIN_LEN);
     n += DOMAIN_LEN;
-    n += pb_put_varint(TYPE_LEN, buf + n);
+    n += dc_varint_encode(TYPE_LEN, buf + n);
     memcpy(buf + n, DC_DHT_RECORD_PAYLOAD_TYPE, TYPE_LEN);
     n += TYPE_LEN;
-    n += pb_put_varint(payload_len, buf + n);
-    memcpy(buf + n, payload, payload_len);
+    n += dc_varint_encode(payload_len, buf + n);
+    if (payload_len > 0)
+        memcpy(buf + n, payload, payload_len);
     return n + payload_len;
 }
+
+/* ---- opening and signing ---------------------------------------------------------------- */
 
 int dc_dht_record_open(const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len,
                        uint64_t now_ms, struct dc_dht_record *out)
@@ -143,7 +181,7 @@ int dc_dht_record_open(const uint8_t *key, size_t key_len, const uint8_t *value,
     uint8_t buf[UNSIGNED_MAX];
     struct dc_dht_record d, *r = out != NULL ? out : &d;
     struct dc_public_key pk;
-    struct envelope e;
+    envelope_pb *e;
     int rc;
 
     memset(r, 0, sizeof(*r));
@@ -152,26 +190,36 @@ int dc_dht_record_open(const uint8_t *key, size_t key_len, const uint8_t *value,
     rc = parse_envelope(value, value_len, &e);
     if (rc < 0)
         return rc;
-    rc = dc_public_key_proto_decode(e.pub_key, e.pub_key_len, &pk);
-    if (rc < 0)
-        return rc == DC_EUNSUPPORTED ? rc : DC_ECORRUPT;
+    rc = dc_public_key_proto_decode(e->public_key.data, e->public_key.len, &pk);
+    if (rc < 0) {
+        rc = rc == DC_EUNSUPPORTED ? rc : DC_ECORRUPT;
+        goto out_env;
+    }
+    rc = DC_EUNSUPPORTED;
     if (pk.type != DC_KEY_ED25519)
-        return DC_EUNSUPPORTED;
-    if (e.sig_len != DC_ED25519_SIGNATURE_LEN)
-        return DC_ECRYPTO;
-    if (dc_ed25519_verify(pk.data, buf, unsigned_bytes(e.payload, e.payload_len, buf), e.sig) < 0)
-        return DC_ECRYPTO;
-    if (dc_peer_id_from_public_key_proto(e.pub_key, e.pub_key_len, &r->signer) < 0)
-        return DC_ECORRUPT;
+        goto out_env;
+    /* payload.len < value_len <= DC_KAD_MAX_VALUE: the signed bytes fit buf. */
+    rc = DC_ECRYPTO;
+    if (e->signature.len != DC_ED25519_SIGNATURE_LEN ||
+        dc_ed25519_verify(pk.data, buf, unsigned_bytes(e->payload.data, e->payload.len, buf),
+                          e->signature.data) < 0)
+        goto out_env;
+    rc = DC_ECORRUPT;
+    if (dc_peer_id_from_public_key_proto(e->public_key.data, e->public_key.len, &r->signer) < 0)
+        goto out_env;
     rc = dc_dht_record_key_check(key, key_len, &r->signer);
     if (rc < 0)
-        return rc;
-    rc = parse_payload(e.payload, e.payload_len, r);
+        goto out_env;
+    rc = parse_payload(value, value_len, e, r);
     if (rc < 0)
-        return rc;
+        goto out_env;
     if (r->key_len != key_len || memcmp(r->key, key, key_len) != 0)
-        return DC_EPERM;
-    return r->expires_ms <= now_ms ? DC_ETIMEDOUT : 0;
+        rc = DC_EPERM;
+    else
+        rc = r->expires_ms <= now_ms ? DC_ETIMEDOUT : 0;
+out_env:
+    dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+    return rc;
 }
 
 int dc_dht_record_sign(const struct dc_identity *id, const uint8_t *key, size_t key_len,
@@ -179,9 +227,10 @@ int dc_dht_record_sign(const struct dc_identity *id, const uint8_t *key, size_t 
                        struct dc_buf *out)
 {
     uint8_t pk[DC_ED25519_PUBLIC_KEY_PROTO_LEN], sig[DC_ED25519_SIGNATURE_LEN];
-    struct dc_buf payload, env;
-    uint8_t *buf;
-    size_t pk_len;
+    record_pb rec = DEMOCRITUS__P2P__RECORD__INIT;
+    envelope_pb env = DC__ENVELOPE__ENVELOPE__INIT;
+    uint8_t *payload = NULL, *buf = NULL, *packed = NULL;
+    size_t pk_len, payload_len, packed_len;
     int rc;
 
     if (key_len == 0 || expires_ms == 0)
@@ -194,39 +243,51 @@ int dc_dht_record_sign(const struct dc_identity *id, const uint8_t *key, size_t 
     rc = dc_identity_public_key_proto(id, pk, sizeof(pk), &pk_len);
     if (rc < 0)
         return rc;
-    dc_buf_init(&payload, DC_KAD_MAX_VALUE);
-    dc_buf_init(&env, DC_KAD_MAX_VALUE);
+    /* proto3: seq 0 and an empty body are left out of the payload, as the spec'd encoding. */
+    rec.key.data = (uint8_t *)key;
+    rec.key.len = key_len;
+    rec.seq = seq;
+    rec.expires_unix_ms = expires_ms;
+    rec.body.data = (uint8_t *)body;
+    rec.body.len = body_len;
+    payload_len = democritus__p2p__record__get_packed_size(&rec);
+    if (payload_len > DC_KAD_MAX_VALUE)
+        return DC_ELIMIT;
+    rc = DC_ENOMEM;
+    payload = dc_malloc(payload_len);
+    if (payload == NULL)
+        goto out_free;
     buf = dc_malloc(UNSIGNED_MAX);
-    if (buf == NULL) {
-        rc = DC_ENOMEM;
-        goto out_bufs;
-    }
-    rc = pb_append_bytes(&payload, 1, key, key_len);
-    if (rc == 0 && seq != 0)
-        rc = pb_append_varint(&payload, 2, seq);
-    if (rc == 0)
-        rc = pb_append_varint(&payload, 3, expires_ms);
-    if (rc == 0 && body_len > 0)
-        rc = pb_append_bytes(&payload, 4, body, body_len);
+    if (buf == NULL)
+        goto out_free;
+    democritus__p2p__record__pack(&rec, payload);
+    rc = dc_identity_sign(id, buf, unsigned_bytes(payload, payload_len, buf), sig);
     if (rc < 0)
-        goto out_bufs;
-    rc = dc_identity_sign(id, buf, unsigned_bytes(payload.data, payload.len, buf), sig);
-    if (rc < 0)
-        goto out_bufs;
-    rc = pb_append_bytes(&env, 1, pk, pk_len);
-    if (rc == 0)
-        rc = pb_append_bytes(&env, 2, DC_DHT_RECORD_PAYLOAD_TYPE, TYPE_LEN);
-    if (rc == 0)
-        rc = pb_append_bytes(&env, 3, payload.data, payload.len);
-    if (rc == 0)
-        rc = pb_append_bytes(&env, 5, sig, sizeof(sig));
-    if (rc == 0)
-        rc = dc_buf_append(out, env.data, env.len);
+        goto out_free;
+    env.has_public_key = env.has_payload_type = env.has_payload = env.has_signature = 1;
+    env.public_key.data = pk;
+    env.public_key.len = pk_len;
+    env.payload_type.data = (uint8_t *)DC_DHT_RECORD_PAYLOAD_TYPE;
+    env.payload_type.len = TYPE_LEN;
+    env.payload.data = payload;
+    env.payload.len = payload_len;
+    env.signature.data = sig;
+    env.signature.len = sizeof(sig);
+    packed_len = dc__envelope__envelope__get_packed_size(&env);
+    rc = DC_ELIMIT;
+    if (packed_len > DC_KAD_MAX_VALUE)
+        goto out_free;
+    rc = DC_ENOMEM;
+    packed = dc_malloc(packed_len);
+    if (packed == NULL)
+        goto out_free;
+    dc__envelope__envelope__pack(&env, packed);
+    rc = dc_buf_append(out, packed, packed_len);
 
-out_bufs:
+out_free:
+    dc_free(packed);
     dc_free(buf);
-    dc_buf_cleanup(&env);
-    dc_buf_cleanup(&payload);
+    dc_free(payload);
     return rc;
 }
 
@@ -263,7 +324,8 @@ static int record_validate_cb(void *ud, const uint8_t *key, size_t key_len, cons
     return dc_dht_record_open(key, key_len, value, value_len, now_ms, NULL);
 }
 
-/* The values were validated already: only their payloads' seq is read. */
+/* The values were validated already: only their payloads' seq is read. A value that cannot
+ * be read (or not for want of memory) never wins. */
 static size_t record_select_cb(void *ud, const uint8_t *key, size_t key_len,
                                const uint8_t *const *values, const size_t *value_lens, size_t n)
 {
@@ -276,10 +338,14 @@ static size_t record_select_cb(void *ud, const uint8_t *key, size_t key_len,
     DC_UNUSED(key_len);
     for (size_t i = 0; i < n; i++) {
         struct dc_dht_record r = {0};
-        struct envelope e;
+        envelope_pb *e;
+        int rc;
 
-        if (parse_envelope(values[i], value_lens[i], &e) < 0 ||
-            parse_payload(e.payload, e.payload_len, &r) < 0)
+        if (parse_envelope(values[i], value_lens[i], &e) < 0)
+            continue;
+        rc = parse_payload(values[i], value_lens[i], e, &r);
+        dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+        if (rc < 0)
             continue;
         if (!have || r.seq > best_seq) {
             best_seq = r.seq;

@@ -3,7 +3,9 @@
  * record.h - signed DHT records: the validators and selectors of the /ipns/ and /democritus/
  * key namespaces (kad.h, struct dc_kad_validator), and the code that builds and opens our own
  * signed records. Pure functions: no I/O, no clock (time comes in as now_ms, Unix epoch
- * milliseconds), no allocation except where a function appends to a dc_buf.
+ * milliseconds). The protobufs (proto/libp2p/ipns.proto, proto/libp2p/envelope.proto,
+ * proto/record.proto) are unpacked by protoc-c code into temporary heap memory (dc_malloc, so
+ * a parse can fail with DC_ENOMEM), freed before the call returns.
  *
  *   1. IPNS        - /ipns/<binary PeerId> -> IpnsEntry protobuf, as the IPNS record spec
  *                    (specs.ipfs.tech/ipns/ipns-record) defines it: the signed fields live in
@@ -58,8 +60,8 @@ struct dc_ipns_entry {
  * "ipns-signature:" || data; the legacy V1 fields that are present equal the CBOR ones; an
  * EOL validity is a valid RFC 3339 time not before now_ms.
  * Returns 0; DC_ELIMIT over the size cap; DC_ECORRUPT for a malformed key, protobuf, CBOR or
- * timestamp, or a missing field; DC_ECRYPTO for a bad signature, a pubKey that is not the
- * key's, or V1 fields that contradict the signed data; DC_ETIMEDOUT when expired;
+ * timestamp, or a missing field; DC_ENOMEM; DC_ECRYPTO for a bad signature, a pubKey that is not
+ * the key's, or V1 fields that contradict the signed data; DC_ETIMEDOUT when expired;
  * DC_EUNSUPPORTED for a key type other than Ed25519 (or a PeerId that is a hash without a
  * pubKey field), or a ValidityType other than EOL.
  */
@@ -68,8 +70,8 @@ DC_MUST_CHECK int dc_ipns_validate(const uint8_t *key, size_t key_len, const uin
 
 /*
  * Parses the record's signed data without checking the signature or the time (for selecting
- * among records that were validated already, and for printing). Returns 0, DC_ELIMIT or
- * DC_ECORRUPT as dc_ipns_validate().
+ * among records that were validated already, and for printing). Returns 0, DC_ELIMIT,
+ * DC_ECORRUPT or DC_ENOMEM as dc_ipns_validate().
  */
 DC_MUST_CHECK int dc_ipns_parse(const uint8_t *rec, size_t len, struct dc_ipns_entry *out);
 
@@ -137,7 +139,7 @@ DC_MUST_CHECK int dc_dht_record_sign(const struct dc_identity *id, const uint8_t
  * type is DC_DHT_RECORD_PAYLOAD_TYPE, the signature verifies, the key's last component is
  * the signer's PeerId, the payload's key equals the DHT key, and the record has not
  * expired. Returns 0; DC_ELIMIT over the size caps; DC_ECORRUPT for a malformed key,
- * envelope or payload, or another payload type; DC_EUNSUPPORTED for a non-Ed25519 key;
+ * envelope or payload, or another payload type; DC_ENOMEM; DC_EUNSUPPORTED for a non-Ed25519 key;
  * DC_ECRYPTO for a bad signature; DC_EPERM when the key names another peer or the payload
  * another key; DC_ETIMEDOUT when expired.
  */

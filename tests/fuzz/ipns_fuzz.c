@@ -7,6 +7,7 @@
  * what this exercises is the bounded parsing in front of them: protobuf, CBOR, envelope and
  * payload. Every call must return 0 or a DC_E* code; ASan/UBSan catch the rest.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,12 @@ static void setup(void)
     demo_key_len = (size_t)snprintf(demo_key, sizeof(demo_key), "/democritus/fuzz/%s", text);
 }
 
+/* Whether p[0..len) lies within data[0..size). */
+static bool inside(const uint8_t *p, size_t len, const uint8_t *data, size_t size)
+{
+    return p >= data && len <= size && p - data <= (ptrdiff_t)(size - len);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool ready;
@@ -60,13 +67,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc > 0)
         abort();
     rc = dc_ipns_parse(data, size, &e);
-    if (rc == 0 && e.value_len > size)
+    /* What was parsed borrows from the input. */
+    if (rc == 0 && !inside(e.value, e.value_len, data, size))
+        abort();
+    if (rc == 0 && !inside(e.validity, e.validity_len, data, size))
         abort();
     dc_ipns_validator(&v);
     if (v.select(NULL, ipns_key, ipns_key_len, vals, lens, 2) > 1)
         abort();
     rc = dc_dht_record_open((const uint8_t *)demo_key, demo_key_len, data, size, 0, &r);
     if (rc > 0)
+        abort();
+    if (rc == 0 &&
+        (!inside(r.key, r.key_len, data, size) || !inside(r.body, r.body_len, data, size)))
         abort();
     dc_dht_record_validator(&v);
     if (v.select(NULL, (const uint8_t *)demo_key, demo_key_len, vals, lens, 2) > 1)

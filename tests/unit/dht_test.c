@@ -580,10 +580,12 @@ static void test_record_select(void **state)
     dc_identity_free(id);
 }
 
-/* dc_dht_record_sign unwinds with DC_ENOMEM at every allocation and leaks nothing. */
+/* dc_dht_record_sign and dc_dht_record_open unwind with DC_ENOMEM at every allocation and
+ * leak nothing. */
 static void test_record_alloc_failures(void **state)
 {
     struct dc_identity *id;
+    struct dc_dht_record r;
     char key[256];
     struct dc_buf b;
     int rc = DC_ENOMEM;
@@ -601,6 +603,19 @@ static void test_record_alloc_failures(void **state)
         assert_true(rc == 0 || (rc == DC_ENOMEM && b.len == 0));
     }
     assert_int_equal(rc, 0);
+    rc = DC_ENOMEM;
+    for (long n = 0; rc == DC_ENOMEM; n++) {
+        assert_true(n < 64);
+        dc_alloc_fail_after(n);
+        rc = dc_dht_record_open((const uint8_t *)key, strlen(key), b.data, b.len, 999, &r);
+        dc_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == DC_ENOMEM);
+    }
+    assert_int_equal(rc, 0);
+    /* The opened record borrows from the envelope. */
+    assert_true(r.key >= b.data && r.key + r.key_len <= b.data + b.len);
+    assert_true(r.body >= b.data && r.body + r.body_len <= b.data + b.len);
+    assert_memory_equal(r.body, "x", 1);
     dc_buf_cleanup(&b);
     dc_identity_free(id);
 }

@@ -5,8 +5,8 @@
  * encoders here (independent of the parser's code), signed with libsodium. Covers a valid
  * record (V1+V2, V2 only, embedded pubKey), bad signatures, expiry, key mismatch, V1/V2
  * mismatch, CBOR shape errors, unsupported key and validity types, every truncation and
- * random garbage, the size cap, RFC 3339 parsing, and selection (directly and through a
- * dc_kad store).
+ * random garbage, the size cap, allocation failures, RFC 3339 parsing, and selection (directly
+ * and through a dc_kad store).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -231,6 +231,9 @@ static void test_valid(void **state)
     assert_int_equal(e.ttl_ns, 300000000000ull);
     assert_int_equal(e.validity_type, DC_IPNS_VALIDITY_EOL);
     assert_int_equal(e.eol_ms, EOL_2030);
+    /* The entry borrows from the record. */
+    assert_true(e.value >= rec.b && e.value + e.value_len <= rec.b + rec.n);
+    assert_true(e.validity >= rec.b && e.validity + e.validity_len <= rec.b + rec.n);
     /* V2 only; an unknown CBOR entry; an embedded pubKey that is the key's own. */
     build(&k, &(struct spec){.no_v1 = true, .seq = 1}, &rec);
     assert_int_equal(check(&k, &rec, NOW_MS), 0);
@@ -333,6 +336,10 @@ static void test_v1_v2_mismatch(void **state)
     assert_int_equal(check(&k, &rec, NOW_MS), DC_ECRYPTO);
     build(&k, &(struct spec){.seq = 4, .v1_seq_off = true}, &rec);
     assert_int_equal(check(&k, &rec, NOW_MS), DC_ECRYPTO);
+    /* A V1 validityType (the spec's enum) other than the signed one. */
+    build(&k, &(struct spec){.no_v1 = true}, &rec);
+    pb_uint(&rec, 3, 1);
+    assert_int_equal(check(&k, &rec, NOW_MS), DC_ECRYPTO);
 }
 
 static void test_unsupported_keys(void **state)
@@ -431,6 +438,38 @@ static void test_truncated_garbage(void **state)
         pb_bytes(&r, 9, data.b, data.n);
         assert_int_equal(check(&k, &r, NOW_MS), DC_ECORRUPT);
     }
+}
+
+/* Validation and parsing unwind with DC_ENOMEM at every allocation and leak nothing. */
+static void test_alloc_failures(void **state)
+{
+    struct dc_ipns_entry e;
+    struct key k;
+    struct out rec;
+    int rc = DC_ENOMEM;
+
+    (void)state;
+    key_make(1, &k);
+    build(&k, &(struct spec){.seq = 3, .pub_key = &k, .extra_entry = true}, &rec);
+    for (long n = 0; rc == DC_ENOMEM; n++) {
+        assert_true(n < 64);
+        dc_alloc_fail_after(n);
+        rc = dc_ipns_validate(k.dht_key, k.dht_key_len, rec.b, rec.n, NOW_MS, &e);
+        dc_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == DC_ENOMEM);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(e.sequence, 3);
+    rc = DC_ENOMEM;
+    for (long n = 0; rc == DC_ENOMEM; n++) {
+        assert_true(n < 64);
+        dc_alloc_fail_after(n);
+        rc = dc_ipns_parse(rec.b, rec.n, &e);
+        dc_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == DC_ENOMEM);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(e.eol_ms, EOL_2030);
 }
 
 static void test_time(void **state)
@@ -535,8 +574,8 @@ int main(void)
         cmocka_unit_test(test_key_mismatch),   cmocka_unit_test(test_expired),
         cmocka_unit_test(test_v1_v2_mismatch), cmocka_unit_test(test_unsupported_keys),
         cmocka_unit_test(test_cbor_shape),     cmocka_unit_test(test_truncated_garbage),
-        cmocka_unit_test(test_time),           cmocka_unit_test(test_selection),
-        cmocka_unit_test(test_key_from_text),
+        cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_time),
+        cmocka_unit_test(test_selection),      cmocka_unit_test(test_key_from_text),
     };
 
     if (sodium_init() < 0)
