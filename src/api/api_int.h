@@ -19,11 +19,14 @@
 #include "base/base.h"
 #include "model/engine.h"
 
-#define DC_API_BODY_MAX      (1u << 20)  /* request body limit: beyond it, 413 */
-#define DC_API_HEADERS_MAX   (16u << 10) /* request line + headers: beyond it, our own 431 */
-#define DC_API_CONN_MEMORY   (64u << 10) /* MHD's pool per connection: beyond it, MHD's 431 */
-#define DC_API_MAX_MESSAGES  1024        /* chat messages per request */
-#define DC_API_MAX_INPUTS    2048        /* embedding inputs per request (OpenAI's limit) */
+#define DC_API_BODY_MAX    (1u << 20)  /* request body limit: beyond it, 413 */
+#define DC_API_HEADERS_MAX (16u << 10) /* request line + headers: beyond it, our own 431 */
+/* MHD's pool per connection: beyond it, MHD's 431. It holds DC_API_HEADERS_MAX of headers with
+ * room to spare so that our own 431 answers them; MHD zeroes the whole pool between requests,
+ * so this is also what an idle keep-alive connection costs (64 KiB measured 64 KiB each). */
+#define DC_API_CONN_MEMORY   (40u << 10)
+#define DC_API_MAX_MESSAGES  1024 /* chat messages per request */
+#define DC_API_MAX_INPUTS    2048 /* embedding inputs per request (OpenAI's limit) */
 #define DC_API_MODEL_ID_MAX  256
 #define DC_API_REQUEST_ID_SZ 24 /* "req-" + 16 hex + NUL, rounded up */
 

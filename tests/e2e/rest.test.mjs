@@ -270,7 +270,7 @@ test('rest: headers over 16 KiB get our 431 (X-Request-Id, JSON); only what over
     const q = await raw(url, `GET /v1/models?x=${'a'.repeat(20000)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(q), 431);
     assert.match(q, /\r\nX-Request-Id: req-/i);
-    // Beyond the 64 KiB pool libmicrohttpd answers before our handler runs: no X-Request-Id
+    // Beyond the 40 KiB pool libmicrohttpd answers before our handler runs: no X-Request-Id
     // (the documented exception).
     const mhd = await raw(url, `GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100000)}\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(mhd), 431);
