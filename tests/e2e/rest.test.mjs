@@ -524,7 +524,10 @@ test('rest: a priority key\'s request leaves the queue before an earlier one of 
     const a = post(url, '/v1/completions', { prompt: 'b', max_tokens: 500, temperature: 0 }, auth('sk-plain'));
     await until('A generating', (h) => h.active_requests === 1);
     const order = [];
-    const later = (prompt, key, name) => post(url, '/v1/completions', { prompt, max_tokens: 4 }, auth(key))
+    // 64 greedy tokens each (these prompts do not reach end-of-text that soon on this model), so
+    // the one served second ends 64 generated tokens after the other: the order the client
+    // sees cannot be swapped by response delivery.
+    const later = (prompt, key, name) => post(url, '/v1/completions', { prompt, max_tokens: 64, temperature: 0 }, auth(key))
       .then(async (r) => { await r.text(); order.push(name); return r.status; });
     const b = later('c', 'sk-plain', 'B');
     await until('B queued', (h) => h.queued_requests === 1);
