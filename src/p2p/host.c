@@ -53,6 +53,7 @@
 #include "libp2p/identify.pb-c.h"
 #include "p2p/noise.h"
 #include "p2p/peerstore.h"
+#include "p2p/pb_int.h"
 
 #define DEFAULT_MAX_CONNS         256
 #define DEFAULT_MAX_INBOUND_HS    64
@@ -1685,20 +1686,6 @@ int dc_host_ping(struct dc_host *h, const struct dc_peer_id *peer, dc_host_ping_
 
 /* Identify: the server writes one length-prefixed Identify message and closes; the client
  * collects it until the peer's FIN. */
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
-
 static void identify_server_open(void *ud, struct dc_host_stream *s)
 {
     struct dc_host *h = ud;
@@ -1788,7 +1775,7 @@ int dc_identify_parse(const uint8_t *p, size_t len, const struct dc_peer_id *pee
         return DC_ELIMIT;
     if (dc_varint_decode(p, len, &body, &used) < 0 || body != len - used)
         return DC_ECORRUPT;
-    msg = dc__identify__identify__unpack(&pb_allocator, (size_t)body, p + used);
+    msg = dc__identify__identify__unpack(&dc_pb_allocator, (size_t)body, p + used);
     if (msg == NULL)
         return DC_ECORRUPT;
     /* The key must be the one the connection authenticated. */
@@ -1828,7 +1815,7 @@ int dc_identify_parse(const uint8_t *p, size_t len, const struct dc_peer_id *pee
 out:
     if (rc < 0)
         dc_peer_info_cleanup(out);
-    dc__identify__identify__free_unpacked(msg, &pb_allocator);
+    dc__identify__identify__free_unpacked(msg, &dc_pb_allocator);
     return rc;
 }
 

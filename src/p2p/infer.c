@@ -15,6 +15,7 @@
 
 #include "base/varint.h"
 #include "infer.pb-c.h"
+#include "p2p/pb_int.h"
 
 #define SIG_FIELD 15u
 #define SIG_TAG   0x7a /* (15 << 3) | 2 */
@@ -22,20 +23,6 @@
 static const char DOMAIN_TOKEN[] = "democritus/infer/1.0.0/token"; /* NUL included when hashed */
 static const char DOMAIN_DONE[] = "democritus/infer/1.0.0/done";
 static const char DOMAIN_TRANSCRIPT[] = "democritus/infer/1.0.0/transcript";
-
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
 
 /* ---- raw protobuf scanning ------------------------------------------------------------- */
 
@@ -181,7 +168,7 @@ static int signed_message(const char *domain, const uint8_t *rid, const uint64_t
 void dc_infer_frame_cleanup(struct dc_infer_frame *f)
 {
     if (f->pb != NULL)
-        protobuf_c_message_free_unpacked(f->pb, &pb_allocator);
+        protobuf_c_message_free_unpacked(f->pb, &dc_pb_allocator);
     dc_free(f->msgs);
     dc_free(f->raw_copy);
     dc_free(f->text_copy);
@@ -318,13 +305,13 @@ int dc_infer_frame_decode(const uint8_t *p, size_t len, struct dc_infer_frame *f
     }
     switch (kind) {
     case DC_INFER_FRAME_REQUEST:
-        f->pb = democritus__p2p__infer_request__unpack(&pb_allocator, f->raw_len, f->raw);
+        f->pb = democritus__p2p__infer_request__unpack(&dc_pb_allocator, f->raw_len, f->raw);
         break;
     case DC_INFER_FRAME_TOKEN:
-        f->pb = democritus__p2p__token_packet__unpack(&pb_allocator, f->raw_len, f->raw);
+        f->pb = democritus__p2p__token_packet__unpack(&dc_pb_allocator, f->raw_len, f->raw);
         break;
     default:
-        f->pb = democritus__p2p__infer_done__unpack(&pb_allocator, f->raw_len, f->raw);
+        f->pb = democritus__p2p__infer_done__unpack(&dc_pb_allocator, f->raw_len, f->raw);
         break;
     }
     if (f->pb == NULL) {

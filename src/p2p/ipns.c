@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "libp2p/ipns.pb-c.h"
+#include "p2p/pb_int.h"
 
 #define CBOR_MAX_DEPTH 16
 
@@ -172,23 +173,9 @@ static int parse_data(const uint8_t *p, size_t len, struct dc_ipns_entry *e)
 
 typedef Dc__Ipns__IpnsEntry entry_pb;
 
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
-
 static void entry_free(entry_pb *e)
 {
-    dc__ipns__ipns_entry__free_unpacked(e, &pb_allocator);
+    dc__ipns__ipns_entry__free_unpacked(e, &dc_pb_allocator);
 }
 
 /*
@@ -203,7 +190,7 @@ static int parse_entry(const uint8_t *rec, size_t len, entry_pb **out, const uin
     entry_pb *e;
 
     *out = NULL;
-    e = dc__ipns__ipns_entry__unpack(&pb_allocator, len, rec);
+    e = dc__ipns__ipns_entry__unpack(&dc_pb_allocator, len, rec);
     if (e == NULL) {
         /* protobuf-c reports malformed input and allocation failure alike; tell them apart
          * with one probe so callers see DC_ENOMEM when it really was memory. */

@@ -15,6 +15,7 @@
 
 #include "base/varint.h"
 #include "libp2p/kad.pb-c.h"
+#include "p2p/pb_int.h"
 
 /* ---- builders --------------------------------------------------------------------------- */
 
@@ -129,22 +130,6 @@ int dc_kad_msg_add_peer(struct dc_kad_msg *m, bool providers, const struct dc_ka
     e->addrs = addrs;
     return 0;
 }
-
-/* ---- protobuf-c glue -------------------------------------------------------------------- */
-
-static void *pb_alloc(void *ud, size_t size)
-{
-    (void)ud;
-    return dc_malloc(size);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    (void)ud;
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
 
 /* ---- encoding --------------------------------------------------------------------------- */
 
@@ -349,7 +334,7 @@ int dc_kad_msg_decode(const uint8_t *p, size_t len, struct dc_kad_msg *out)
     dc_kad_msg_init(out);
     if (len > DC_KAD_MAX_MESSAGE)
         return DC_ELIMIT;
-    pb = dc__kad__message__unpack(&pb_allocator, len, p);
+    pb = dc__kad__message__unpack(&dc_pb_allocator, len, p);
     if (pb == NULL) {
         /* protobuf-c reports malformed input and allocation failure alike; tell them apart
          * with one probe so callers see DC_ENOMEM when it really was memory. */
@@ -387,12 +372,12 @@ int dc_kad_msg_decode(const uint8_t *p, size_t len, struct dc_kad_msg *out)
     rc = peers_from_pb(pb->providerpeers, pb->n_providerpeers, &out->providers, &out->n_providers);
     if (rc < 0)
         goto out_fail;
-    dc__kad__message__free_unpacked(pb, &pb_allocator);
+    dc__kad__message__free_unpacked(pb, &dc_pb_allocator);
     return 0;
 
 out_fail:
     dc_kad_msg_cleanup(out);
 out_pb:
-    dc__kad__message__free_unpacked(pb, &pb_allocator);
+    dc__kad__message__free_unpacked(pb, &dc_pb_allocator);
     return rc;
 }

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "libp2p/noise.pb-c.h"
+#include "p2p/pb_int.h"
 
 #define DH_LEN       32
 #define LEN_PREFIX   2
@@ -353,20 +354,6 @@ void dc_noise_hs_cleanup(struct dc_noise_hs *hs)
 
 /* ---- libp2p payload ------------------------------------------------------------------- */
 
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
-
 /* Builds our payload: identity key and its signature over the prefix and our static key. */
 static int payload_encode(const struct dc_identity *id, const uint8_t s_pk[32], uint8_t *out,
                           size_t cap, size_t *len)
@@ -409,7 +396,7 @@ static int payload_verify(const uint8_t *p, size_t len, const uint8_t rs[32],
     uint8_t msg[SIG_PREFIX_N + 32];
     int rc;
 
-    pl = dc__noise__noise_handshake_payload__unpack(&pb_allocator, len, p);
+    pl = dc__noise__noise_handshake_payload__unpack(&dc_pb_allocator, len, p);
     if (pl == NULL)
         return DC_ECORRUPT; /* protobuf-c does not tell a bad message from a failed malloc */
     if (!pl->has_identity_key || !pl->has_identity_sig) {
@@ -442,7 +429,7 @@ static int payload_verify(const uint8_t *p, size_t len, const uint8_t rs[32],
     memcpy(key_out, pl->identity_key.data, pl->identity_key.len);
     *key_len = pl->identity_key.len;
 out:
-    dc__noise__noise_handshake_payload__free_unpacked(pl, &pb_allocator);
+    dc__noise__noise_handshake_payload__free_unpacked(pl, &dc_pb_allocator);
     return rc;
 }
 

@@ -24,6 +24,7 @@
 #include "base/varint.h"
 #include "libp2p/envelope.pb-c.h"
 #include "record.pb-c.h"
+#include "p2p/pb_int.h"
 
 #define PREFIX_LEN (sizeof(DC_DHT_RECORD_PREFIX) - 1)
 #define DOMAIN_LEN (sizeof(DC_DHT_RECORD_DOMAIN) - 1)
@@ -36,20 +37,6 @@ typedef Dc__Envelope__Envelope envelope_pb;
 typedef Democritus__P2p__Record record_pb;
 
 /* ---- protobuf-c glue -------------------------------------------------------------------- */
-
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
 
 /* The error for an unpack of 'len' bytes that returned NULL: protobuf-c reports malformed input
  * and a failed allocation alike, so one probe of about the input's size tells them apart. */
@@ -111,14 +98,14 @@ static int parse_envelope(const uint8_t *p, size_t len, envelope_pb **out)
     envelope_pb *e;
 
     *out = NULL;
-    e = dc__envelope__envelope__unpack(&pb_allocator, len, p);
+    e = dc__envelope__envelope__unpack(&dc_pb_allocator, len, p);
     if (e == NULL)
         return unpack_error(len);
     /* An absent field is malformed; an empty one goes on to fail a later check. */
     if (!e->has_public_key || !e->has_payload_type || !e->has_payload || !e->has_signature ||
         e->payload_type.len != TYPE_LEN ||
         memcmp(e->payload_type.data, DC_DHT_RECORD_PAYLOAD_TYPE, TYPE_LEN) != 0) {
-        dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+        dc__envelope__envelope__free_unpacked(e, &dc_pb_allocator);
         return DC_ECORRUPT;
     }
     *out = e;
@@ -137,7 +124,7 @@ static int parse_payload(const uint8_t *value, size_t value_len, const envelope_
 
     if (p == NULL)
         return DC_ECORRUPT; /* cannot happen: the payload was copied from value */
-    pb = democritus__p2p__record__unpack(&pb_allocator, len, p);
+    pb = democritus__p2p__record__unpack(&dc_pb_allocator, len, p);
     if (pb == NULL)
         return unpack_error(len);
     if (pb->key.len == 0 || pb->expires_unix_ms == 0)
@@ -152,7 +139,7 @@ static int parse_payload(const uint8_t *value, size_t value_len, const envelope_
         goto out_pb;
     rc = r->body_len <= DC_DHT_RECORD_MAX_BODY ? 0 : DC_ELIMIT;
 out_pb:
-    democritus__p2p__record__free_unpacked(pb, &pb_allocator);
+    democritus__p2p__record__free_unpacked(pb, &dc_pb_allocator);
     return rc;
 }
 
@@ -218,7 +205,7 @@ int dc_dht_record_open(const uint8_t *key, size_t key_len, const uint8_t *value,
     else
         rc = r->expires_ms <= now_ms ? DC_ETIMEDOUT : 0;
 out_env:
-    dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+    dc__envelope__envelope__free_unpacked(e, &dc_pb_allocator);
     return rc;
 }
 
@@ -344,7 +331,7 @@ static size_t record_select_cb(void *ud, const uint8_t *key, size_t key_len,
         if (parse_envelope(values[i], value_lens[i], &e) < 0)
             continue;
         rc = parse_payload(values[i], value_lens[i], e, &r);
-        dc__envelope__envelope__free_unpacked(e, &pb_allocator);
+        dc__envelope__envelope__free_unpacked(e, &dc_pb_allocator);
         if (rc < 0)
             continue;
         if (!have || r.seq > best_seq) {
