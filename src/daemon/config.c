@@ -115,6 +115,10 @@ static const struct key_def schema[] = {
      "Sequences decoded together per model (continuous batching slots)."},
     {"engine", "gpu_layers", KT_INT, OFF(gpu_layers), "-1", NULL, "gpu-layers", NULL, -1, 100000, 0,
      "Layers offloaded to the GPU in GPU builds; -1 = all that fit, 0 = CPU only."},
+    {"engine", "step_budget_ms", KT_INT, OFF(step_budget_ms), "0", NULL, "step-budget-ms", NULL, 0,
+     60000, 0,
+     "Longest decode step (ms) where a step cannot be aborted (GPU backends): bounds how late a "
+     "cancel lands; 0 = 50."},
     {"engine", "memory_budget_mb", KT_INT, OFF(memory_budget_mb), "0", NULL, "memory-budget-mb",
      NULL, 0, INT64_C(1) << 30, 0,
      "Memory for loaded models before the least recently used is unloaded; 0 = half of RAM."},

@@ -52,6 +52,7 @@ struct dc_config {
     int64_t threads;
     int64_t parallel;
     int64_t gpu_layers;
+    int64_t step_budget_ms;
     int64_t memory_budget_mb;
     /* [api] */
     char *bind;

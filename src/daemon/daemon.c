@@ -629,6 +629,7 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
         rcfg.engine.n_parallel = (uint32_t)cfg->parallel;
         rcfg.engine.n_threads = (int)cfg->threads;
         rcfg.engine.n_gpu_layers = (int)cfg->gpu_layers;
+        rcfg.engine.step_budget_ms = (uint32_t)cfg->step_budget_ms;
         rcfg.no_hash = true; /* hashed by the hasher thread below, so start-up never waits */
         rc = dc_registry_open(&rcfg, &d->reg);
         dc_free(cache);
