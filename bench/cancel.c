@@ -26,38 +26,7 @@
 
 #include "base/base.h"
 #include "model/engine_int.h"
-
-struct size_preset {
-    const char *name;
-    const char *dim, *layers, *heads, *kv_heads, *ff, *vocab;
-};
-
-/* The shapes of bench/engine.c, so both benches share the generated files. */
-static const struct size_preset presets[] = {
-    {"tiny", "256", "4", "4", "4", "768", "4000"},
-    {"25m", "512", "6", "8", "8", "1536", "8000"},
-    {"100m", "768", "12", "12", "12", "2048", "8000"},
-};
-
-static int gen_model(const struct size_preset *p, const char *type, const char *out)
-{
-    const char *argv[] = {DC_GGUF_GEN, "--arch",  "llama",  "--dim",      p->dim,      "--layers",
-                          p->layers,   "--heads", p->heads, "--kv-heads", p->kv_heads, "--ff",
-                          p->ff,       "--vocab", p->vocab, "--ctx",      "2048",      "--type",
-                          type,        "--seed",  "1",      "-o",         out,         NULL};
-    int status;
-    pid_t pid = fork();
-
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        execv(DC_GGUF_GEN, (char *const *)argv);
-        _exit(127);
-    }
-    if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-}
+#include "models.h"
 
 static double now_ms(void)
 {
