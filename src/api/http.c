@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,6 +230,8 @@ static void *worker_main(void *arg)
 {
     struct dc_api *api = arg;
 
+    (void)prctl(PR_SET_NAME, "dc-http-work", 0, 0, 0);
+
     for (;;) {
         struct dc_api_req *r;
 
@@ -414,6 +417,7 @@ static void *watch_main(void *arg)
     struct epoll_event evs[32];
     uint64_t last_sweep = dc_api_now_ns();
 
+    (void)prctl(PR_SET_NAME, "dc-http-watch", 0, 0, 0);
     for (;;) {
         int n = epoll_wait(api->watch_ep, evs, (int)DC_ARRAY_LEN(evs), 500);
         if (n < 0 && errno == EINTR)

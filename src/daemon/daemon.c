@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -564,7 +565,10 @@ static int peers_connect(void *ud, const char *ma, uint32_t timeout_ms, char *pe
 static void *hash_models(void *arg)
 {
     struct daemon *d = arg;
-    int rc = dc_registry_hash_missing(d->reg, &d->hasher_stop);
+    int rc;
+
+    (void)prctl(PR_SET_NAME, "dc-hasher", 0, 0, 0);
+    rc = dc_registry_hash_missing(d->reg, &d->hasher_stop);
 
     if (rc < 0 && rc != DC_ECANCELED)
         dc_log_warn(LOG, "hashing the models stopped: %s", dc_strerror(rc));
