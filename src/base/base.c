@@ -6,10 +6,12 @@
  */
 #include "base/base.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *dc_strerror(int err)
 {
@@ -239,4 +241,42 @@ uint8_t *dc_buf_steal(struct dc_buf *b, size_t *len)
     b->len = 0;
     b->cap = 0;
     return p;
+}
+
+int dc_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int dc_read_full(int fd, void *p, size_t n)
+{
+    char *c = p;
+
+    while (n > 0) {
+        ssize_t got = read(fd, c, n);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -errno;
+        if (got == 0)
+            return DC_ECLOSED;
+        c += got;
+        n -= (size_t)got;
+    }
+    return 0;
 }

@@ -89,4 +89,13 @@ void dc_buf_reset(struct dc_buf *b);
 /* Hands the data to the caller (who frees it with dc_free) and resets the buffer. */
 uint8_t *dc_buf_steal(struct dc_buf *b, size_t *len);
 
+/* ---- blocking file-descriptor I/O ---- */
+
+/* Writes all of p[0..n) to 'fd', retrying on EINTR and short writes. Returns 0 or -errno
+ * (-EIO for a write that wrote nothing). */
+DC_MUST_CHECK int dc_write_all(int fd, const void *p, size_t n);
+/* Reads exactly n bytes into p, retrying on EINTR and short reads. Returns 0, DC_ECLOSED at
+ * end of file before n bytes, or -errno. */
+DC_MUST_CHECK int dc_read_full(int fd, void *p, size_t n);
+
 #endif

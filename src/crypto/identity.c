@@ -274,23 +274,6 @@ out_close:
     return rc;
 }
 
-/* Writes all of buf[0..len) to fd. Returns 0 or -errno. */
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, buf, len);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /*
  * Moves the finished temporary file to 'path'. With 'force' a plain rename() replaces any old
  * file atomically. Without it, link() gives no-clobber atomically (it fails with EEXIST
@@ -401,7 +384,7 @@ int dc_identity_save_file(const struct dc_identity *id, const char *path, bool f
     hlen = dc_key_proto_header(DC_KEY_ED25519, sizeof(id->sk), hdr);
     memcpy(buf, hdr, hlen);
     memcpy(buf + hlen, id->sk, sizeof(id->sk));
-    rc = write_all(fd, buf, hlen + sizeof(id->sk));
+    rc = dc_write_all(fd, buf, hlen + sizeof(id->sk));
     sodium_memzero(buf, sizeof(buf));
     if (rc < 0) {
         set_err(err, errlen, "cannot write %s: %s", tmp, dc_strerror(rc));

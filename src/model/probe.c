@@ -300,34 +300,15 @@ struct dc_prober {
     pthread_mutex_t mu; /* one probe at a time */
 };
 
-static bool read_full(int fd, void *p, size_t n)
+/* The probe protocol's reads and writes: whole or failed (dc_read_full / dc_write_all). */
+static bool read_ok(int fd, void *p, size_t n)
 {
-    char *c = p;
-    while (n > 0) {
-        ssize_t got = read(fd, c, n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return false;
-        c += got;
-        n -= (size_t)got;
-    }
-    return true;
+    return dc_read_full(fd, p, n) == 0;
 }
 
-static bool write_full(int fd, const void *p, size_t n)
+static bool write_ok(int fd, const void *p, size_t n)
 {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
+    return dc_write_all(fd, p, n) == 0;
 }
 
 /* The prober's life: serve requests until the registry closes its end (or dies). */
@@ -344,16 +325,16 @@ static void prober_main(int fd)
         uint32_t tail_len;
         uint8_t timed_out;
 
-        if (!read_full(fd, hdr, sizeof(hdr)) || hdr[2] > PATH_MAX || !read_full(fd, path, hdr[2]))
+        if (!read_ok(fd, hdr, sizeof(hdr)) || hdr[2] > PATH_MAX || !read_ok(fd, path, hdr[2]))
             _exit(0);
         path[hdr[2]] = '\0';
         rc = probe_run(path, (int)hdr[0], hdr[1], &o);
         timed_out = o.timed_out;
         status = o.status;
         tail_len = (uint32_t)o.tail_len;
-        if (!write_full(fd, &rc, sizeof(rc)) || !write_full(fd, &timed_out, 1) ||
-            !write_full(fd, &status, sizeof(status)) ||
-            !write_full(fd, &tail_len, sizeof(tail_len)) || !write_full(fd, o.tail, tail_len))
+        if (!write_ok(fd, &rc, sizeof(rc)) || !write_ok(fd, &timed_out, 1) ||
+            !write_ok(fd, &status, sizeof(status)) || !write_ok(fd, &tail_len, sizeof(tail_len)) ||
+            !write_ok(fd, o.tail, tail_len))
             _exit(0);
     }
 }
@@ -435,11 +416,10 @@ int dc_prober_probe(struct dc_prober *p, const char *path, int n_threads, uint32
     pthread_mutex_lock(&p->mu);
     /* The prober enforces the timeout itself and always answers; it only fails to when it is
      * gone, which reads as EOF here. */
-    if (!write_full(p->fd, hdr, sizeof(hdr)) || !write_full(p->fd, path, len) ||
-        !read_full(p->fd, &rc, sizeof(rc)) || !read_full(p->fd, &timed_out, 1) ||
-        !read_full(p->fd, &status, sizeof(status)) ||
-        !read_full(p->fd, &tail_len, sizeof(tail_len)) || tail_len > sizeof(o->tail) ||
-        !read_full(p->fd, o->tail, tail_len))
+    if (!write_ok(p->fd, hdr, sizeof(hdr)) || !write_ok(p->fd, path, len) ||
+        !read_ok(p->fd, &rc, sizeof(rc)) || !read_ok(p->fd, &timed_out, 1) ||
+        !read_ok(p->fd, &status, sizeof(status)) || !read_ok(p->fd, &tail_len, sizeof(tail_len)) ||
+        tail_len > sizeof(o->tail) || !read_ok(p->fd, o->tail, tail_len))
         rc = DC_ECLOSED;
     pthread_mutex_unlock(&p->mu);
     if (rc == 0) {

@@ -44,21 +44,6 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static bool write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct pull *p = ud;
@@ -89,7 +74,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
             return 0;
         }
     }
-    if (!write_all(p->fd, data, n)) {
+    if (dc_write_all(p->fd, data, n) < 0) {
         p->io_error = errno ? -errno : DC_EPEER;
         return 0;
     }

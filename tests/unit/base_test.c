@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* base_test.c - error strings, allocation fault injection, bounded buffers, varints. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -123,13 +126,42 @@ static void test_log_levels(void **state)
     assert_true(dc_log_enabled(DC_LOG_ERROR));
 }
 
+/* Whole writes and reads through a pipe; a short read at end of file is DC_ECLOSED. */
+static void test_fd_io(void **state)
+{
+    char big[100000], back[100000];
+    int fds[2], status;
+    pid_t pid;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)(i * 7);
+    assert_int_equal(pipe(fds), 0);
+    /* Larger than a pipe's buffer, so the write is split: the reader takes it meanwhile. */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(dc_write_all(fds[1], big, sizeof(big)) == 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    assert_int_equal(dc_read_full(fds[0], back, sizeof(back)), 0);
+    assert_memory_equal(big, back, sizeof(big));
+    assert_int_equal(dc_read_full(fds[0], back, 1), DC_ECLOSED);
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(dc_write_all(-1, big, 1), -EBADF);
+    assert_int_equal(dc_read_full(-1, back, 1), -EBADF);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strerror),         cmocka_unit_test(test_alloc_fail_after),
         cmocka_unit_test(test_buf_limit),        cmocka_unit_test(test_buf_enomem),
         cmocka_unit_test(test_varint_roundtrip), cmocka_unit_test(test_varint_spec_vectors),
-        cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_log_levels),       cmocka_unit_test(test_fd_io),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
