@@ -103,17 +103,18 @@ struct dc_client_message {
 
 /* A chat request. Start from DC_CLIENT_CHAT_INIT so unset fields mean "server default". */
 struct dc_client_chat {
-    const char *model; /* model id, PeerId, "local" (NULL: "local") */
+    const char *model; /* model id, PeerId, "local", "swarm" (NULL: "local") */
     const struct dc_client_message *messages;
     size_t n_messages;
     int32_t max_tokens; /* <= 0: the server's default */
     double temperature; /* < 0: the server's default */
     int64_t seed;       /* < 0: random */
+    uint32_t experts;   /* model "swarm": experts to ask (1-8); 0: the daemon's default */
 };
 
 #define DC_CLIENT_CHAT_INIT                                                                        \
     {                                                                                              \
-        NULL, NULL, 0, 0, -1.0, -1                                                                 \
+        NULL, NULL, 0, 0, -1.0, -1, 0                                                              \
     }
 
 struct dc_client_usage {

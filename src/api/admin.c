@@ -351,6 +351,33 @@ enum MHD_Result dc_admin_get_peers(struct dc_api_req *r)
     return ret;
 }
 
+enum MHD_Result dc_admin_get_experts(struct dc_api_req *r)
+{
+    struct dc_api *api = r->api;
+    char *experts = NULL;
+    size_t n = 0;
+    struct dc_buf b;
+    enum MHD_Result ret;
+    int rc;
+
+    if (api->experts_json == NULL)
+        return unavailable(r);
+    rc = api->experts_json(api->peers_ud, &experts, &n);
+    if (rc < 0)
+        return MHD_NO;
+    dc_buf_init(&b, 0);
+    rc = dc_buf_append_str(&b, "{\"experts\":");
+    if (rc == 0)
+        rc = dc_buf_append(&b, experts, n);
+    if (rc == 0)
+        rc = dc_buf_append_str(&b, "}");
+    dc_free(experts);
+    ret =
+        rc == 0 ? dc_api_send_buf(r, 200, (const char *)b.data, b.len, "application/json") : MHD_NO;
+    dc_buf_cleanup(&b);
+    return ret;
+}
+
 /* ---- /api/peers/connect ---- */
 
 enum MHD_Result dc_admin_connect_post(struct dc_api_req *r)

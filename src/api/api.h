@@ -108,6 +108,9 @@ struct dc_api_config {
      * peers_connect: dials 'multiaddr'; 0 with the PeerId text in 'peer_id', or a negative code
      * with one line in 'err' (DC_EINVAL: a bad address; DC_ETIMEDOUT; the dial's error). */
     int (*peers_json)(void *ud, char **out, size_t *len);
+    /* Optional: GET /api/experts, the experts this node knows (a JSON array, heap, dc_free),
+     * called with peers_ud from the polling threads; must not block. NULL: 503. */
+    int (*experts_json)(void *ud, char **out, size_t *len);
     int (*peers_connect)(void *ud, const char *multiaddr, uint32_t timeout_ms, char *peer_id,
                          size_t cap, char *err, size_t errlen);
     /* CORS: browser origins ("https://app.example", or "*") allowed to call the API; none by
@@ -137,7 +140,8 @@ struct dc_api_config {
 struct dc_api_remote_call;
 
 struct dc_api_remote_req {
-    const char *peer_id;            /* the model field: a PeerId's text form */
+    const char *peer_id;            /* the model field: a PeerId's text form, or "swarm" */
+    uint32_t experts;               /* "swarm": experts to ask; 0: the node's default */
     const struct dc_chat_msg *msgs; /* n_msgs, in order */
     size_t n_msgs;
     const struct dc_gen_request *gen; /* sampling, max_tokens, stop, logprobs (prompt unused) */

@@ -24,10 +24,13 @@
 /* MHD's pool per connection: beyond it, MHD's 431. It holds DC_API_HEADERS_MAX of headers with
  * room to spare so that our own 431 answers them; MHD zeroes the whole pool between requests,
  * so this is also what an idle keep-alive connection costs (64 KiB measured 64 KiB each). */
-#define DC_API_CONN_MEMORY   (40u << 10)
-#define DC_API_MAX_MESSAGES  1024 /* chat messages per request */
-#define DC_API_MAX_INPUTS    2048 /* embedding inputs per request (OpenAI's limit) */
-#define DC_API_MODEL_ID_MAX  256
+#define DC_API_CONN_MEMORY  (40u << 10)
+#define DC_API_MAX_MESSAGES 1024 /* chat messages per request */
+#define DC_API_MAX_INPUTS   2048 /* embedding inputs per request (OpenAI's limit) */
+#define DC_API_MODEL_ID_MAX 256
+#define DC_API_MAX_EXPERTS  8 /* "experts" of a chat with the model "swarm" */
+#define DC_API_SWARM_MODEL  "swarm"
+
 #define DC_API_REQUEST_ID_SZ 24 /* "req-" + 16 hex + NUL, rounded up */
 
 /* An OpenAI error object, before it is written as JSON. */
@@ -84,6 +87,7 @@ struct dc_api_request {
     size_t n_prompt_ids;
     /* chat and completion: everything the engine needs; gen.prompt is left for the caller */
     struct dc_gen_request gen;
+    uint32_t experts;      /* "experts" (model "swarm" only); 0: the node's default */
     bool logprobs;         /* report logprobs in the response */
     uint32_t top_logprobs; /* alternatives per token */
     /* embeddings */
@@ -117,6 +121,7 @@ enum dc_api_route {
     DC_ROUTE_API_MODELS,
     DC_ROUTE_METRICS,
     DC_ROUTE_API_PEERS,
+    DC_ROUTE_API_EXPERTS,
     DC_ROUTE_MODELS,
     DC_ROUTE_CHAT,
     DC_ROUTE_COMPLETIONS,
@@ -142,7 +147,8 @@ DC_MUST_CHECK int dc_api_base64(struct dc_buf *b, const void *data, size_t n);
 enum dc_api_target {
     DC_API_TARGET_DEFAULT = 0, /* "local", "" or the default model's id: the pinned engine */
     DC_API_TARGET_REGISTRY,    /* any other id: a registry model, acquired (maybe loaded) */
-    DC_API_TARGET_PEER,        /* a PeerId: forwarded to that peer through the remote hooks */
+    DC_API_TARGET_PEER,        /* a PeerId, or "swarm" (the experts of the swarm): forwarded
+                                  through the remote hooks */
 };
 
 /* What an interface serves. Everything is borrowed from the server that holds it. */
@@ -297,6 +303,7 @@ struct dc_api {
     int (*peers_json)(void *ud, char **out, size_t *len);
     int (*peers_connect)(void *ud, const char *multiaddr, uint32_t timeout_ms, char *peer_id,
                          size_t cap, char *err, size_t errlen);
+    int (*experts_json)(void *ud, char **out, size_t *len);
     const struct dc_api_remote_hooks *remote; /* forwarding to peers, or NULL */
     void *remote_ud;
     struct dc_api_limits *limits; /* CORS origins and the rate limiter (admin.c) */
@@ -415,6 +422,8 @@ bool dc_admin_rate_limited(struct dc_api_req *r, struct dc_api_error *e);
 void dc_admin_cors_headers(struct dc_api_req *r, struct MHD_Response *resp);
 /* GET /api/peers. */
 enum MHD_Result dc_admin_get_peers(struct dc_api_req *r);
+/* GET /api/experts: {"experts": [...]} from the experts_json hook (503 without it). */
+enum MHD_Result dc_admin_get_experts(struct dc_api_req *r);
 /* POST /api/peers/connect: validates the body, then suspends and queues the dial. */
 enum MHD_Result dc_admin_connect_post(struct dc_api_req *r);
 /* Worker: runs the dial (blocking, bounded) and wakes the connection. */

@@ -405,6 +405,7 @@ static json_t *chat_json(const Democritus__V1__ChatRequest *r)
     OPT(seed, SEED_OPT_SEED, json_integer)
     OPT(presence_penalty, PRESENCE_PENALTY_OPT_PRESENCE_PENALTY, json_real)
     OPT(frequency_penalty, FREQUENCY_PENALTY_OPT_FREQUENCY_PENALTY, json_real)
+    OPT(experts, EXPERTS_OPT_EXPERTS, json_integer)
 #undef OPT
     json_decref(msgs);
     json_decref(stop);

@@ -381,6 +381,13 @@ static int parse_common(json_t *root, struct dc_api_request *req,
         g->sampling.seed = (uint64_t)i;
         g->sampling.has_seed = true;
     }
+    if ((rc = opt_int(root, "experts", 1, DC_API_MAX_EXPERTS, &i, &present, err)) < 0)
+        return rc;
+    if (present) {
+        if (strcmp(req->model, DC_API_SWARM_MODEL) != 0)
+            return bad(err, "experts", "'%s' applies to the model \"swarm\" only", "experts");
+        req->experts = (uint32_t)i;
+    }
     if ((rc = opt_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, NULL, err)) < 0)
         return rc;
     if ((rc = opt_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, NULL, err)) < 0)
@@ -734,6 +741,7 @@ static const struct {
     [DC_ROUTE_API_MODELS] = {"/api/models", "GET"},
     [DC_ROUTE_METRICS] = {"/metrics", "GET"},
     [DC_ROUTE_API_PEERS] = {"/api/peers", "GET"},
+    [DC_ROUTE_API_EXPERTS] = {"/api/experts", "GET"},
     [DC_ROUTE_MODELS] = {"/v1/models", "GET"},
     [DC_ROUTE_CHAT] = {"/v1/chat/completions", "POST"},
     [DC_ROUTE_COMPLETIONS] = {"/v1/completions", "POST"},

@@ -20,8 +20,9 @@ enum dc_api_target dc_api_model_target(const struct dc_api_models *m, const char
     if (model == NULL || model[0] == '\0' || strcmp(model, "local") == 0 ||
         (m->def_id != NULL && m->def_id[0] != '\0' && strcmp(model, m->def_id) == 0))
         return DC_API_TARGET_DEFAULT;
-    /* A model id that parses as a PeerId (a multihash, base58 or CIDv1) names a peer. */
-    if (dc_peer_id_parse(model, &id) == 0)
+    /* A model id that parses as a PeerId (a multihash, base58 or CIDv1) names a peer; "swarm"
+     * the experts of the swarm (src/swarm/coord.h). Both go through the remote hooks. */
+    if (strcmp(model, DC_API_SWARM_MODEL) == 0 || dc_peer_id_parse(model, &id) == 0)
         return DC_API_TARGET_PEER;
     return DC_API_TARGET_REGISTRY;
 }
@@ -36,20 +37,28 @@ static void no_model(struct dc_api_error *e)
 static int peer_ok(const struct dc_api_models *m, const struct dc_api_request *q,
                    struct dc_api_error *e)
 {
+    bool swarm = strcmp(q->model, DC_API_SWARM_MODEL) == 0;
+
     if (m->remote == NULL) {
-        dc_api_error_set(e, 503, "server_error", "p2p_unavailable", "model",
-                         "'%s' is a PeerId, but this server cannot forward to peers", q->model);
+        if (swarm)
+            dc_api_error_set(e, 503, "server_error", "p2p_unavailable", "model", "%s",
+                             "The model \"swarm\" needs the P2P layer, which this server "
+                             "does not have");
+        else
+            dc_api_error_set(e, 503, "server_error", "p2p_unavailable", "model",
+                             "'%s' is a PeerId, but this server cannot forward to peers", q->model);
         return DC_ESTATE;
     }
     if (q->kind != DC_API_CHAT) {
-        dc_api_error_set(e, 400, "invalid_request_error", "model_not_supported", "model", "%s",
-                         "A PeerId as the model works with /v1/chat/completions only");
+        dc_api_error_set(e, 400, "invalid_request_error", "model_not_supported", "model",
+                         "%s works with /v1/chat/completions only",
+                         swarm ? "The model \"swarm\"" : "A PeerId as the model");
         return DC_EINVAL;
     }
     if (q->gen.json_object || q->gen.grammar != NULL) {
         dc_api_error_set(e, 400, "invalid_request_error", "unsupported_parameter",
-                         "response_format", "%s",
-                         "response_format is not supported when forwarding to a peer");
+                         "response_format", "response_format is not supported %s",
+                         swarm ? "with the model \"swarm\"" : "when forwarding to a peer");
         return DC_EINVAL;
     }
     return 0;

@@ -99,6 +99,11 @@ static enum MHD_Result get_models(struct dc_api_req *r)
                                "{\"id\":\"local\",\"object\":\"model\",\"created\":%lld,"
                                "\"owned_by\":\"democritus\"}",
                                created);
+        if (rc == 0 && api->remote != NULL)
+            rc = dc_buf_printf(&b,
+                               "%s{\"id\":\"swarm\",\"object\":\"model\",\"created\":%lld,"
+                               "\"owned_by\":\"democritus\"}",
+                               b.data[b.len - 1] == '}' ? "," : "", created);
         if (rc == 0 && api->reg != NULL && dc_registry_list(api->reg, &v, &n) == 0) {
             for (size_t i = 0; i < n && rc == 0; i++) {
                 if (v[i].error != NULL)
@@ -319,6 +324,8 @@ enum MHD_Result dc_rest_get(struct dc_api_req *r)
         return get_models(r);
     case DC_ROUTE_API_PEERS:
         return dc_admin_get_peers(r);
+    case DC_ROUTE_API_EXPERTS:
+        return dc_admin_get_experts(r);
     default:
         return MHD_NO;
     }
@@ -502,6 +509,7 @@ static void start_remote(struct dc_api_req *r)
     struct dc_api *api = r->api;
     struct dc_api_remote_req q = {
         .peer_id = r->preq.model,
+        .experts = r->preq.experts,
         .msgs = r->preq.msgs,
         .n_msgs = r->preq.n_msgs,
         .gen = &r->preq.gen,

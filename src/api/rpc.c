@@ -256,8 +256,11 @@ static int call_begin(struct dc_rpc_call *c, struct dc_api_error *err)
     int rc;
 
     if (c->target == DC_API_TARGET_PEER) {
-        struct dc_api_remote_req rq = {
-            .peer_id = q->model, .msgs = q->msgs, .n_msgs = q->n_msgs, .gen = &q->gen};
+        struct dc_api_remote_req rq = {.peer_id = q->model,
+                                       .experts = q->experts,
+                                       .msgs = q->msgs,
+                                       .n_msgs = q->n_msgs,
+                                       .gen = &q->gen};
 
         rc = b->models.remote->start(b->remote_ud, &rq, remote_cb, c, &c->rcall);
         if (rc == DC_ELIMIT)

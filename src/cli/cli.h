@@ -77,6 +77,7 @@ int cli_cmd_config(int argc, char **argv);
 int cli_cmd_ask(int argc, char **argv);
 int cli_cmd_generate(int argc, char **argv);
 int cli_cmd_peers(int argc, char **argv);
+int cli_cmd_experts(int argc, char **argv);
 int cli_cmd_dht(int argc, char **argv);
 int cli_cmd_ping(int argc, char **argv);
 int cli_cmd_reputation(int argc, char **argv);

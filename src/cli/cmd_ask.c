@@ -11,8 +11,9 @@
  * stderr and exit 1.
  *
  * --peer dials the peer through the daemon (POST /api/peers/connect) and asks with model
- * "<PeerId>", which the daemon forwards over /democritus/infer/1.0.0. --experts is accepted for
- * scripts but does nothing until the swarm routes questions to experts; ask says so on stderr.
+ * "<PeerId>", which the daemon forwards over /democritus/infer/1.0.0. --experts N asks with the
+ * model "swarm": the daemon routes the question to the N best-matching experts of the swarm and
+ * merges their answers (src/swarm/coord.h).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -178,10 +179,11 @@ int cli_cmd_ask(int argc, char **argv)
     const struct cli_opt opts[] = {
         {"stream", 0, CLI_BOOL, NULL, "print tokens as they arrive", &stream, NULL},
         {"experts", 0, CLI_VALUE, "N",
-         "number of experts to consult (accepted; not used until swarm routing exists)", NULL,
-         &experts},
-        {"model", 0, CLI_VALUE, "M", "model id, PeerId or \"local\" (default: local)", NULL,
-         &model},
+         "ask the N (1-8) best-matching experts of the swarm and merge their answers (the model "
+         "\"swarm\")",
+         NULL, &experts},
+        {"model", 0, CLI_VALUE, "M", "model id, PeerId, \"local\" or \"swarm\" (default: local)",
+         NULL, &model},
         {"peer", 0, CLI_VALUE, "MULTIADDR", "connect to this peer and ask its model", NULL, &peer},
         {"max-tokens", 0, CLI_VALUE, "N", "limit the answer's length", NULL, &max_tokens},
         {"url", 0, CLI_VALUE, "URL", "daemon REST URL (default: from <state_dir>/daemon.json)",
@@ -210,8 +212,11 @@ int cli_cmd_ask(int argc, char **argv)
         return cli_usage_error(&ctx, "missing the question");
     if (ctx.pos[0][0] == '\0')
         return cli_usage_error(&ctx, "the question is empty");
-    if (experts != NULL && !parse_count(experts, 64, &n_experts))
-        return cli_usage_error(&ctx, "--experts wants a number from 1 to 64, not '%s'", experts);
+    if (experts != NULL && !parse_count(experts, 8, &n_experts))
+        return cli_usage_error(&ctx, "--experts wants a number from 1 to 8, not '%s'", experts);
+    if (experts != NULL && (peer != NULL || (model != NULL && strcmp(model, "swarm") != 0)))
+        return cli_usage_error(&ctx, "--experts asks the swarm; it does not go with --peer or "
+                                     "--model");
     if (max_tokens != NULL && !parse_count(max_tokens, 1000000, &n_max))
         return cli_usage_error(&ctx, "--max-tokens wants a positive number, not '%s'", max_tokens);
     if (peer != NULL && model != NULL)
@@ -219,11 +224,6 @@ int cli_cmd_ask(int argc, char **argv)
     rc = cli_load_config(&ctx, &cfg);
     if (rc != 0)
         return rc;
-    if (n_experts > 1)
-        fprintf(stderr,
-                "democritus ask: --experts %ld is not used yet: swarm routing does not exist, so "
-                "one model answers\n",
-                n_experts);
     rc = cli_daemon_client(&ctx, &cfg, url, &c);
     if (rc != 0)
         goto out;
@@ -238,6 +238,10 @@ int cli_cmd_ask(int argc, char **argv)
     req.n_messages = 1;
     req.model = model;
     req.max_tokens = (int32_t)n_max;
+    if (n_experts > 0) {
+        req.model = "swarm";
+        req.experts = (uint32_t)n_experts;
+    }
     if (stream)
         rc = dc_client_chat_stream(c, &req, on_token, NULL, &reply);
     else

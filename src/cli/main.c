@@ -19,6 +19,7 @@ static const struct {
     {"dht", cli_cmd_dht, "dht put|get|provide|findprovs: one DHT operation via bootstrap peers"},
     {"ping", cli_cmd_ping, "ping a libp2p peer by multiaddr (identify + /ipfs/ping/1.0.0)"},
     {"peers", cli_cmd_peers, "peers list: the running daemon's peers"},
+    {"experts", cli_cmd_experts, "experts list: the experts the running daemon knows"},
     {"reputation", cli_cmd_reputation, "reputation show: what this node thinks of its peers"},
     {"ledger", cli_cmd_ledger, "ledger show: credits earned and spent"},
     {"models", cli_cmd_models, "models list | pull URL: the local model registry"},

@@ -107,6 +107,27 @@ static const struct key_def schema[] = {
      0, "local: run the GGUF with the built-in engine; upstream: forward to upstream_url."},
     {"expert", "upstream_url", KT_STRING, OFF(upstream_url), NULL, NULL, "upstream-url", NULL, 0, 0,
      0, "Base URL of an OpenAI-compatible server, for backend = \"upstream\"."},
+    {"expert", "tags", KT_LIST, OFF(tags), "", NULL, "tag", NULL, 0, 0, 0,
+     "Kinds of request this expert takes (e.g. code, math, writing), advertised with its "
+     "description. Flag repeatable."},
+    {"expert", "price", KT_FLOAT, OFF(price), "0", NULL, "price", NULL, 0, 1000000, 0,
+     "Credits per 1,000 generated tokens this node asks, advertised in its capability record."},
+    {"expert", "publish", KT_BOOL, OFF(publish), "true", NULL, "publish", NULL, 0, 0, 0,
+     "Advertise this node as an expert: its signed capability record (description, embedding, "
+     "model, load) on the DHT, found by prompts that resemble the description."},
+    {"swarm", "experts", KT_INT, OFF(swarm_experts), "3", NULL, "swarm-experts", NULL, 1, 8, 0,
+     "Experts a chat with the model \"swarm\" asks when it names none; their answers are "
+     "merged by this node's model."},
+    {"swarm", "expert_timeout_s", KT_INT, OFF(swarm_expert_timeout_s), "120", NULL,
+     "expert-timeout", NULL, 1, 3600, 0,
+     "Seconds one expert may take for its whole answer before the next candidate replaces it."},
+    {"swarm", "lookup_timeout_ms", KT_INT, OFF(swarm_lookup_timeout_ms), "3000", NULL,
+     "lookup-timeout-ms", NULL, 50, 60000, 0,
+     "Longest wait for the DHT lookups that find experts for a prompt; the experts known by "
+     "then are ranked."},
+    {"swarm", "republish_s", KT_INT, OFF(swarm_republish_s), "600", NULL, "republish-s", NULL, 5,
+     86400, 0,
+     "Seconds between re-signing this node's capability record (it expires after three)."},
     {"engine", "models_dir", KT_STRING, OFF(models_dir), "./models", NULL, "models-dir", NULL, 0, 0,
      KF_PATH, "Folder of GGUF files the registry lists and loads on demand."},
     {"engine", "threads", KT_INT, OFF(threads), "0", NULL, "threads", NULL, 0, 1024, 0,
@@ -166,7 +187,7 @@ static const struct key_def schema[] = {
      "text for people, json for one JSON object per line."},
 };
 
-static const char *const sections[] = {"node", "expert", "engine", "api", "log"};
+static const char *const sections[] = {"node", "expert", "swarm", "engine", "api", "log"};
 
 /* Where a value came from, for error messages. */
 struct origin {

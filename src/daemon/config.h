@@ -47,6 +47,14 @@ struct dc_config {
     double temperature;
     char *backend;
     char *upstream_url;
+    struct dc_strlist tags; /* intent classes the expert accepts */
+    double price;           /* credits per 1,000 generated tokens it asks */
+    bool publish;           /* advertise the capability record on the DHT */
+    /* [swarm] */
+    int64_t swarm_experts;           /* experts per chat of the model "swarm" */
+    int64_t swarm_expert_timeout_s;  /* one expert's whole answer */
+    int64_t swarm_lookup_timeout_ms; /* routing lookups */
+    int64_t swarm_republish_s;       /* capability record re-signed */
     /* [engine] */
     char *models_dir;
     int64_t threads;

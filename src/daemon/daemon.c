@@ -37,6 +37,7 @@
 #include "daemon/remote.h"
 #include "model/engine.h"
 #include "p2p/dht.h"
+#include "swarm/coord.h"
 #include "p2p/host.h"
 #include "swarm/swarm.h"
 
@@ -243,15 +244,18 @@ struct daemon {
     /* [api] rate_limit_rpm: the one limiter REST, WebSocket and gRPC share (or NULL) */
     struct dc_api_ratelimit *ratelimit;
     char rest_url[96];
-    struct dc_ws *ws;              /* WebSocket server */
-    struct dc_grpc *grpc;          /* gRPC server */
-    char ws_url[96];               /* ws://HOST:PORT */
-    char grpc_addr[96];            /* HOST:PORT */
-    atomic_uint n_peers;           /* connected peers, read by the API threads */
-    struct dc_infer_server *infer; /* /democritus/infer/1.0.0; NULL without a registry */
-    struct dc_peerview *peers;     /* peer snapshot and dials for the API threads */
-    struct dc_remote *remote;      /* chats forwarded to peers (model "<PeerId>") */
-    pthread_t hasher;              /* sha256 of the models, off the start-up path */
+    struct dc_ws *ws;                     /* WebSocket server */
+    struct dc_grpc *grpc;                 /* gRPC server */
+    char ws_url[96];                      /* ws://HOST:PORT */
+    char grpc_addr[96];                   /* HOST:PORT */
+    atomic_uint n_peers;                  /* connected peers, read by the API threads */
+    struct dc_infer_server *infer;        /* /democritus/infer/1.0.0; NULL without a registry */
+    struct dc_peerview *peers;            /* peer snapshot and dials for the API threads */
+    struct dc_remote *remote;             /* chats forwarded to peers (model "<PeerId>") */
+    struct dc_coord *coord;               /* the model "swarm" and this node's capability record */
+    _Atomic(struct dc_coord *) coord_api; /* the same, published for the API threads */
+    struct dc_engine *coord_engine;       /* the default model, held for the coordinator */
+    pthread_t hasher;                     /* sha256 of the models, off the start-up path */
     bool hasher_started;
     atomic_bool hasher_stop;
 };
@@ -332,6 +336,7 @@ static void on_p2p_identified(void *ud, const struct dc_peer_info *info)
 
     if (d->dht != NULL)
         dc_dht_peer_identified(d->dht, info);
+    dc_coord_peer_changed(d->coord);
     dc_peerview_identified(d->peers, &info->id);
     peer_text(&info->id, p, sizeof(p));
     dc_log_info(LOG, "identified %s: agent \"%s\", %zu protocol(s), %zu address(es)", p,
@@ -554,6 +559,20 @@ static int peers_json(void *ud, char **out, size_t *len)
     return dc_peerview_json(((struct daemon *)ud)->peers, out, len);
 }
 
+/* GET /api/experts: the coordinator's snapshot (thread-safe); "[]" before it starts. */
+static int experts_json(void *ud, char **out, size_t *len)
+{
+    struct daemon *d = ud;
+    struct dc_coord *co = atomic_load(&d->coord_api);
+
+    if (co == NULL) {
+        *out = dc_strdup("[]");
+        *len = 2;
+        return *out != NULL ? 0 : DC_ENOMEM;
+    }
+    return dc_coord_experts_json(co, out, len);
+}
+
 static int peers_connect(void *ud, const char *ma, uint32_t timeout_ms, char *peer, size_t cap,
                          char *err, size_t errlen)
 {
@@ -662,6 +681,7 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
     ac.peers_ud = d;
     ac.peers_json = peers_json;
     ac.peers_connect = peers_connect;
+    ac.experts_json = experts_json;
     if (d->remote != NULL) {
         ac.remote = &dc_remote_hooks;
         ac.remote_ud = d->remote;
@@ -690,6 +710,61 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
     dc_log_info(LOG, "REST API on %s (%s)", d->rest_url,
                 dc_api_has_model(d->api) ? "model loaded"
                                          : "no model: inference routes answer 503");
+    return 0;
+}
+
+/* Starts the swarm coordinator: the model "swarm" on every interface, and this node's
+ * capability record on the DHT ([expert] description, tags, price, publish; [swarm]). */
+static int start_swarm(struct daemon *d)
+{
+    const struct dc_config *cfg = d->cfg;
+    struct dc_coord_config cc = {0};
+    struct dc_model_entry *v = NULL;
+    size_t n = 0;
+    const char *model_id = NULL, *sha = NULL;
+    int rc;
+
+    if (d->reg != NULL && dc_api_has_model(d->api)) {
+        char *why = NULL;
+        rc = dc_registry_acquire(d->reg, NULL, &d->coord_engine, &why);
+        if (rc < 0) {
+            dc_log_warn(LOG, "the swarm coordinator cannot use the default model: %s",
+                        why != NULL ? why : dc_strerror(rc));
+            d->coord_engine = NULL;
+        }
+        dc_free(why);
+        if (d->coord_engine != NULL && dc_registry_list(d->reg, &v, &n) == 0) {
+            for (size_t i = 0; i < n; i++)
+                if (v[i].is_default) {
+                    model_id = v[i].id;
+                    sha = v[i].sha256;
+                }
+        }
+    }
+    cc.loop = &d->loop;
+    cc.host = d->host;
+    cc.dht = d->dht;
+    cc.identity = d->id;
+    cc.engine = d->coord_engine;
+    cc.model_id = model_id;
+    cc.model_sha256 = sha;
+    cc.description = cfg->publish ? cfg->description : NULL;
+    cc.tags = (const char *const *)cfg->tags.items;
+    cc.n_tags = cfg->tags.n;
+    cc.price = cfg->price;
+    cc.default_experts = (uint32_t)cfg->swarm_experts;
+    cc.expert_timeout_ms = (uint32_t)cfg->swarm_expert_timeout_s * 1000u;
+    cc.lookup_timeout_ms = (uint32_t)cfg->swarm_lookup_timeout_ms;
+    cc.republish_ms = (uint32_t)cfg->swarm_republish_s * 1000u;
+    rc = dc_coord_new(&cc, &d->coord);
+    dc_model_entries_free(v, n);
+    if (rc < 0) {
+        dc_log_error(LOG, "cannot start the swarm coordinator: %s", dc_strerror(rc));
+        return rc;
+    }
+    if (d->remote != NULL)
+        dc_remote_set_coord(d->remote, d->coord);
+    atomic_store(&d->coord_api, d->coord);
     return 0;
 }
 
@@ -949,6 +1024,8 @@ int dc_daemon_run(const struct dc_config *cfg, const struct dc_daemon_options *o
         rc = start_rpc(&d);
     if (rc == 0)
         rc = start_infer(&d);
+    if (rc == 0)
+        rc = start_swarm(&d);
     if (rc < 0)
         goto out_host;
     if (poll_stop(&d))
@@ -995,12 +1072,16 @@ out_host:
      * goes first: it saves its stores and resets its streams on the live host. */
     dc_peerview_shutdown(d.peers); /* wakes API threads waiting on a dial */
     dc_remote_shutdown(d.remote);  /* ends forwarded chats: the API waits for them */
+    dc_coord_shutdown(d.coord);    /* and what the swarm chats still ran */
     dc_grpc_free(d.grpc);
     dc_ws_free(d.ws);
     dc_api_free(d.api);
+    atomic_store(&d.coord_api, NULL);
     /* After the three servers that borrow it. */
     dc_api_ratelimit_free(d.ratelimit);
     dc_infer_server_free(d.infer); /* before the registry: it releases the engines it holds */
+    if (d.coord_engine != NULL)
+        dc_registry_release(d.reg, d.coord_engine);
     if (d.hasher_started) {
         atomic_store(&d.hasher_stop, true); /* it gives up within one 1 MiB read */
         pthread_join(d.hasher, NULL);
@@ -1008,6 +1089,7 @@ out_host:
     dc_registry_close(d.reg);
     dc_dht_free(d.dht);
     dc_host_free(d.host);
+    dc_coord_free(d.coord); /* after the DHT: its last callbacks reach the coordinator */
     dc_peerview_free(d.peers);
     dc_remote_free(d.remote);
     json_decref(d.p2p_addrs);

@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "crypto/crypto.h"
 #include "model/engine.h"
+#include "swarm/coord.h"
 #include "swarm/swarm.h"
 
 #define LOG             "daemon"
@@ -35,6 +36,8 @@ struct rcall {
     /* the request, copied (loop thread once queued) */
     struct dc_peer_id peer;
     char peer_text[DC_PEER_ID_STR_MAX];
+    bool swarm;       /* the model "swarm": the coordinator answers */
+    uint32_t experts; /* its experts; 0: the default */
     struct dc_infer_message *msgs;
     size_t n_msgs;
     char *stop[DC_INFER_MAX_STOP];
@@ -54,6 +57,7 @@ struct rcall {
     bool started, ended;
     bool dialing; /* a dial of ours is pending (it holds a reference) */
     struct dc_infer_call *ic;
+    struct dc_coord_call *cc; /* swarm: the coordinator's chat, while it runs */
     uint32_t n_tokens;
     struct rcall *act_prev, *act_next; /* in rm->active while ic is live */
 };
@@ -62,6 +66,7 @@ struct dc_remote {
     uv_loop_t *loop;
     struct dc_host *host;
     struct dc_peer_id self;
+    struct dc_coord *coord; /* the model "swarm"; NULL: refused */
     uv_async_t async;
 
     pthread_mutex_t mu;
@@ -274,21 +279,43 @@ static const struct dc_infer_call_cb infer_cb = {
     .on_done = on_done,
 };
 
-static void active_add(struct dc_remote *rm, struct rcall *c)
+/* ---- the model "swarm" ---- */
+
+static void on_swarm_token(void *ud, const struct dc_gen_event *ev)
 {
-    if (c->act_prev != NULL || rm->active == c)
-        return;
-    c->act_next = rm->active;
-    if (rm->active != NULL)
-        rm->active->act_prev = c;
-    rm->active = c;
+    struct rcall *c = ud;
+
+    c->n_tokens++;
+    c->cb(c->cb_ud, ev, NULL);
 }
 
-/* Loop thread: sends the request on a connection that is up. */
-static void call_send(struct dc_remote *rm, struct rcall *c)
+static void on_swarm_done(void *ud, const struct dc_gen_event *ev)
+{
+    struct rcall *c = ud;
+    struct dc_api_remote_error e;
+
+    c->cc = NULL;
+    if (ev->finish != DC_GEN_FINISH_ERROR) {
+        call_end(c, ev->finish, ev->n_prompt, ev->n_generated, NULL);
+        return;
+    }
+    if (ev->error == DC_ENOENT)
+        set_err(&e, 503, "server_error", "no_expert", "%s%s", "",
+                ev->error_msg != NULL ? ev->error_msg : "no expert found");
+    else
+        set_err(&e, 502, "server_error", "swarm_failed", "%s%s", "",
+                ev->error_msg != NULL ? ev->error_msg : "the experts failed");
+    call_end(c, DC_GEN_FINISH_ERROR, ev->n_prompt, ev->n_generated, &e);
+}
+
+static const struct dc_coord_cb swarm_cb = {
+    .on_token = on_swarm_token,
+    .on_done = on_swarm_done,
+};
+
+static struct dc_infer_request request_of(const struct rcall *c)
 {
     struct dc_infer_request q = {0};
-    int rc;
 
     q.n_messages = c->n_msgs;
     q.messages = c->msgs;
@@ -305,6 +332,25 @@ static void call_send(struct dc_remote *rm, struct rcall *c)
         q.stop[i] = c->stop[i];
     q.want_logprobs = c->logprobs;
     q.n_logprobs = c->n_logprobs;
+    return q;
+}
+
+static void active_add(struct dc_remote *rm, struct rcall *c)
+{
+    if (c->act_prev != NULL || rm->active == c)
+        return;
+    c->act_next = rm->active;
+    if (rm->active != NULL)
+        rm->active->act_prev = c;
+    rm->active = c;
+}
+
+/* Loop thread: sends the request on a connection that is up. */
+static void call_send(struct dc_remote *rm, struct rcall *c)
+{
+    struct dc_infer_request q = request_of(c);
+    int rc;
+
     rc = dc_infer_call_start(rm->loop, rm->host, &c->peer, NULL, &q, CALL_TIMEOUT_MS, &infer_cb, c,
                              &c->ic);
     if (rc == DC_ENOENT)
@@ -348,6 +394,24 @@ static void call_begin(struct dc_remote *rm, struct rcall *c)
     struct dc_multiaddr addr;
     int rc;
 
+    if (c->swarm) {
+        struct dc_infer_request q = request_of(c);
+        if (rm->coord == NULL) {
+            end_error(c, 503, "server_error", "p2p_unavailable",
+                      "The model \"%s\" is not available on this node%s", "");
+            return;
+        }
+        rc = dc_coord_chat(rm->coord, &q, c->experts, &swarm_cb, c, &c->cc);
+        if (rc < 0) {
+            c->cc = NULL;
+            end_error(c, rc == DC_EINVAL ? 400 : 503,
+                      rc == DC_EINVAL ? "invalid_request_error" : "server_error", NULL,
+                      "The model \"%s\" cannot take this chat: %s", dc_strerror(rc));
+            return;
+        }
+        active_add(rm, c);
+        return;
+    }
     if (dc_peer_id_equal(&c->peer, &rm->self)) {
         end_error(c, 400, "invalid_request_error", "model_not_found",
                   "%s is this node's own PeerId; use the model \"local\"%s", "");
@@ -404,6 +468,9 @@ static void call_run(struct dc_remote *rm, struct rcall *c, bool closed)
         if (c->ic != NULL)
             dc_infer_call_cancel(c->ic);
         c->ic = NULL;
+        if (c->cc != NULL)
+            dc_coord_cancel(c->cc);
+        c->cc = NULL;
         call_end(c, DC_GEN_FINISH_CANCELLED, 0, c->n_tokens, NULL);
     }
 }
@@ -463,7 +530,10 @@ static int hook_start(void *ud, const struct dc_api_remote_req *req, dc_api_remo
     c->rm = rm;
     c->cb = cb;
     c->cb_ud = cb_ud;
-    if (dc_peer_id_parse(req->peer_id, &c->peer) < 0) {
+    if (strcmp(req->peer_id, "swarm") == 0) {
+        c->swarm = true;
+        c->experts = req->experts;
+    } else if (dc_peer_id_parse(req->peer_id, &c->peer) < 0) {
         rc = DC_EINVAL;
         goto err_free;
     }
@@ -560,6 +630,11 @@ int dc_remote_new(uv_loop_t *loop, struct dc_host *host, const struct dc_peer_id
     return 0;
 }
 
+void dc_remote_set_coord(struct dc_remote *rm, struct dc_coord *coord)
+{
+    rm->coord = coord;
+}
+
 void dc_remote_shutdown(struct dc_remote *rm)
 {
     if (rm == NULL)
@@ -575,6 +650,9 @@ void dc_remote_shutdown(struct dc_remote *rm)
         if (c->ic != NULL)
             dc_infer_call_cancel(c->ic);
         c->ic = NULL;
+        if (c->cc != NULL)
+            dc_coord_cancel(c->cc);
+        c->cc = NULL;
         call_end(c, DC_GEN_FINISH_CANCELLED, 0, c->n_tokens, NULL);
     }
 }

@@ -28,6 +28,11 @@ struct dc_remote;
 DC_MUST_CHECK int dc_remote_new(uv_loop_t *loop, struct dc_host *host,
                                 const struct dc_peer_id *self, struct dc_remote **out);
 
+/* The coordinator that answers the model "swarm" (borrowed; NULL: "swarm" answers 503). Loop
+ * thread, before the API serves; it must outlive dc_remote_shutdown(). */
+struct dc_coord;
+void dc_remote_set_coord(struct dc_remote *rm, struct dc_coord *coord);
+
 /* The hooks for dc_api_config.remote; their 'ud' is the struct dc_remote. */
 extern const struct dc_api_remote_hooks dc_remote_hooks;
 

@@ -472,6 +472,8 @@ static char *chat_body(const struct dc_client_chat *req, bool stream)
         bad |= json_object_set(root, "messages", msgs) != 0;
         if (req->max_tokens > 0)
             bad |= json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) != 0;
+        if (req->experts > 0)
+            bad |= json_object_set_new(root, "experts", json_integer(req->experts)) != 0;
         if (req->temperature >= 0)
             bad |= json_object_set_new(root, "temperature", json_real(req->temperature)) != 0;
         if (req->seed >= 0)

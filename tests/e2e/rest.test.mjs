@@ -106,7 +106,13 @@ test('rest: health, errors, request ids, metrics (no model)', async () => {
     for (let i = 0; i < 5; i++) ids.add((await fetch(`${url}/health`)).headers.get('x-request-id'));
     assert.equal(ids.size, 5);
 
-    assert.deepEqual((await (await fetch(`${url}/v1/models`)).json()).data, []);
+    // No model: only "swarm" is listed, and with no expert known it has no one to ask.
+    assert.deepEqual((await (await fetch(`${url}/v1/models`)).json()).data.map((m) => m.id),
+      ['swarm']);
+    res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({
+      model: 'swarm', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).error.code, 'no_expert');
     await expectError(await fetch(`${url}/nope`), 404, /Unknown path/);
     const e405 = await expectError(await fetch(`${url}/v1/models`, { method: 'DELETE' }), 405);
     assert.equal(e405.code, 'method_not_allowed');
@@ -360,7 +366,7 @@ test('rest: chat, streaming, completions, embeddings on a tiny model', { skip: !
     assert.match(h.model.sha256, /^[0-9a-f]{64}$/);
 
     const models = await (await fetch(`${url}/v1/models`)).json();
-    assert.deepEqual(models.data.map((m) => m.id).sort(), ['local', 'tiny']);
+    assert.deepEqual(models.data.map((m) => m.id).sort(), ['local', 'swarm', 'tiny']);
 
     // Plain chat.
     let res = await post(url, '/v1/chat/completions', {

@@ -202,6 +202,14 @@ test('grpc: a PeerId as the model forwards the chat to that peer', async () => {
     // The peer's refusal (over its max_tokens cap) keeps its meaning: INVALID_ARGUMENT.
     await assert.rejects(chatStream({ messages: msgs, model: peer.ready.peer, max_tokens: 100 }),
       (e) => e.code === grpc.status.INVALID_ARGUMENT && /cap of 8/.test(e.details));
+    // The model "swarm" with two experts (this node and the peer, both published): both
+    // answer and this node's model writes the one answer that streams back.
+    const sw = await chatStream({ messages: msgs, model: 'swarm', experts: 2, max_tokens: 6,
+      temperature: 0 });
+    assert.ok(['stop', 'length'].includes(sw.chunks.at(-1).finish_reason));
+    assert.ok(sw.chunks.at(-1).usage.completion_tokens > 0);
+    await assert.rejects(chatStream({ messages: msgs, model: 'swarm', experts: 9 }),
+      (e) => e.code === grpc.status.INVALID_ARGUMENT && /experts/.test(e.details));
   } finally {
     peer.d.proc.kill('SIGTERM');
     await peer.d.exited;

@@ -39,7 +39,16 @@ test('openai client: chat, stream, completions, embeddings, models, errors', asy
 
     const list = await client.models.list();
     const ids = list.data.map((m) => m.id);
-    assert.ok(ids.includes('local') && ids.includes('tiny'), `models ${ids}`);
+    assert.ok(ids.includes('local') && ids.includes('tiny') && ids.includes('swarm'),
+      `models ${ids}`);
+
+    // "swarm" on a node that knows no other expert: its own model answers.
+    const sw = await client.chat.completions.create({
+      model: 'swarm', messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 4,
+      temperature: 0,
+    });
+    assert.equal(sw.model, 'swarm');
+    assert.ok(sw.usage.completion_tokens > 0);
 
     const chat = await client.chat.completions.create({
       model: 'tiny', messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 8, temperature: 0,

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+// The model "swarm": three daemons, each a different gguf-gen model (seeds 1-3) with its own
+// [expert] description — code (A), poetry (B), mathematics (C) — publish signed capability
+// records on the DHT. Chats sent to C with model "swarm" are routed by the similarity of the
+// prompt to those descriptions: with one expert its tokens stream through unchanged, so the
+// answer must equal that expert's own greedy answer; with two, C's model writes one answer from
+// both (Mixture-of-Agents); a stopped expert is replaced by the next candidate (failover);
+// `democritus ask --experts N` takes the same path; GET /api/experts and `democritus experts`
+// list what C knows; a node that knows no expert answers alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import {
+  startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, run, waitFor,
+} from './lib.mjs';
+
+const BUILD = process.env.DC_BUILD_DIR;
+const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
+const skip = (!GGUF_GEN || !existsSync(GGUF_GEN)) && 'no gguf-gen';
+
+const DESC = {
+  a: 'Python programming: writing, reviewing and debugging code, functions, classes, JSON '
+    + 'parsing and unit tests',
+  b: 'Poetry and creative writing: poems, sonnets, rhyme and stories about the sea, love and '
+    + 'nature',
+  c: 'Mathematics: algebra, calculus, arithmetic, equations, integrals and proofs',
+};
+const PROMPT = {
+  code: 'Write a Python function that parses JSON, with unit tests',
+  poem: 'Write a sonnet about the sea, with rhyme',
+  math: 'Solve the equation x^2 + 3x = 10 and compute the integral of x^2',
+};
+
+function makeModel(dir, seed) {
+  const path = join(dir, `tiny-${seed}.gguf`);
+  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
+    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', String(seed), '-o', path],
+  { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return path;
+}
+
+async function start(root, name, seed, extra = []) {
+  const state = join(root, name);
+  const d = startDaemon([...loopbackFlags(state), '--models-dir', join(root, 'none'),
+    '--model', makeModel(root, seed), '--temperature', '0', '--description', DESC[name],
+    '--lookup-timeout-ms', '1500', ...extra], { timeout: 60000 });
+  const ready = parseReady(await d.ready);
+  return { d, state, url: ready.rest, p2p: ready.p2p.split(',')[0], peer: ready.peer };
+}
+
+async function chat(url, body) {
+  return fetch(`${url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+}
+
+const ask = (content) => [{ role: 'user', content }];
+
+// The experts C's last routed chat chose, from its log line
+// "swarm chat routed in N ms to K of M candidate(s): <peer> (0.42, local), <peer> (0.10)".
+function lastRoute(node) {
+  const lines = node.d.stderr().split('\n').filter((l) => l.includes('swarm chat routed'));
+  if (lines.length === 0) return null;
+  const m = /candidate\(s\): (.*)$/.exec(lines[lines.length - 1]);
+  const total = Number(/ of (\d+) candidate/.exec(lines[lines.length - 1])[1]);
+  return { total, peers: m[1].split(', ').map((p) => p.split(' ')[0]) };
+}
+
+test('model "swarm": routed by description, streamed through, merged, failed over',
+  { skip, timeout: 300000 }, async () => {
+    const root = tempDir('dc-experts-');
+    try {
+      const a = await start(root, 'a', 1);
+      const b = await start(root, 'b', 2, ['--bootstrap', a.p2p]);
+      const c = await start(root, 'c', 3, ['--bootstrap', a.p2p]);
+
+      // /v1/models lists "swarm"; "experts" belongs to it only.
+      const models = await (await fetch(`${c.url}/v1/models`)).json();
+      assert.ok(models.data.some((m) => m.id === 'swarm'), JSON.stringify(models));
+      let res = await chat(c.url, { model: 'local', messages: ask('hi'), experts: 2 });
+      assert.equal(res.status, 400);
+      assert.equal((await res.json()).error.param, 'experts');
+
+      // Each expert's own greedy answer to each prompt.
+      const own = {};
+      for (const [name, n] of Object.entries({ a, b, c })) {
+        own[name] = {};
+        for (const [k, p] of Object.entries(PROMPT)) {
+          const j = await (await chat(n.url, { messages: ask(p), max_tokens: 12, temperature: 0 }))
+            .json();
+          own[name][k] = j.choices[0].message.content;
+        }
+      }
+      assert.notEqual(own.a.code, own.b.code, 'the three models differ');
+
+      // Until C has found both other experts (records published once the peers connected).
+      await waitFor(async () => {
+        const r = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.code),
+          max_tokens: 4, temperature: 0 });
+        await r.text();
+        const route = lastRoute(c);
+        return route !== null && route.total >= 3;
+      }, 60000, 'C to know all three experts');
+
+      // What C knows: its own record and the two others, as GET /api/experts and the CLI
+      // show it (signed records, so the descriptions are the publishers' own).
+      const known = (await (await fetch(`${c.url}/api/experts`)).json()).experts;
+      assert.equal(known.length, 3, JSON.stringify(known));
+      for (const [name, n] of Object.entries({ a, b, c })) {
+        const x = known.find((k) => k.peer_id === n.peer);
+        assert.ok(x, `${name} known`);
+        assert.equal(x.description, DESC[name]);
+        assert.equal(x.self, n === c);
+        assert.equal(x.model, `tiny-${name === 'a' ? 1 : name === 'b' ? 2 : 3}`);
+      }
+      const listed = run(['experts', '--state-dir', c.state]);
+      assert.equal(listed.status, 0, listed.stderr);
+      assert.equal(listed.stdout.trim().split('\n').length, 4, listed.stdout); // header + 3
+      assert.match(listed.stdout, new RegExp(`${c.peer} \\(self\\)`));
+
+      // One expert: the best match answers, token for token its own answer.
+      for (const [k, who] of [['code', a], ['poem', b], ['math', c]]) {
+        res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT[k]),
+          max_tokens: 12, temperature: 0 });
+        assert.equal(res.status, 200);
+        const j = await res.json();
+        const route = lastRoute(c);
+        assert.equal(route.peers[0], who.peer, `${k} routed to ${route.peers}`);
+        const name = who === a ? 'a' : who === b ? 'b' : 'c';
+        assert.equal(j.choices[0].message.content, own[name][k], `${k} answer`);
+        assert.equal(j.model, 'swarm');
+      }
+
+      // Streamed: the same tokens as SSE chunks.
+      res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
+        max_tokens: 12, temperature: 0, stream: true });
+      assert.equal(res.status, 200);
+      const text = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {'))
+        .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '').join('');
+      assert.equal(text, own.b.poem);
+
+      // Two experts: both answer, C's model writes one answer from the two.
+      res = await chat(c.url, { model: 'swarm', experts: 2, messages: ask(PROMPT.code),
+        max_tokens: 12, temperature: 0 });
+      assert.equal(res.status, 200);
+      let j = await res.json();
+      let route = lastRoute(c);
+      assert.equal(route.peers.length, 2);
+      assert.equal(route.peers[0], a.peer);
+      assert.match(c.d.stderr(), /writing one answer from 2 expert answers/);
+      assert.equal(j.choices[0].finish_reason, 'length');
+      assert.ok(j.usage.completion_tokens > 0);
+
+      // `democritus ask --experts 1` asks the swarm through the SDK.
+      const r = run(['ask', PROMPT.code, '--experts', '1', '--max-tokens', '12',
+        '--state-dir', c.state]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `${own.a.code}\n`);
+
+      // B stops: the poem goes to B first (its record has not expired), fails, and the next
+      // candidate answers.
+      b.d.proc.kill('SIGTERM');
+      assert.equal((await b.d.exited).code, 0);
+      res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
+        max_tokens: 12, temperature: 0 });
+      j = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(j));
+      route = lastRoute(c);
+      assert.equal(route.peers[0], b.peer);
+      assert.match(c.d.stderr(), /failing over to expert 2/);
+      assert.ok([own.a.poem, own.c.poem].includes(j.choices[0].message.content));
+
+      for (const n of [a, c]) {
+        n.d.proc.kill('SIGTERM');
+        assert.equal((await n.d.exited).code, 0, n.d.stderr());
+      }
+    } finally {
+      killAll();
+      removeDir(root);
+    }
+  });
+
+test('model "swarm" on a node that knows no expert: its own model answers',
+  { skip, timeout: 120000 }, async () => {
+    const root = tempDir('dc-experts1-');
+    try {
+      const a = await start(root, 'a', 1);
+      const own = await (await chat(a.url, { messages: ask(PROMPT.poem), max_tokens: 8,
+        temperature: 0 })).json();
+      const res = await chat(a.url, { model: 'swarm', messages: ask(PROMPT.poem), max_tokens: 8,
+        temperature: 0 });
+      assert.equal(res.status, 200);
+      const j = await res.json();
+      assert.equal(j.choices[0].message.content, own.choices[0].message.content);
+      // Embeddings do not go to the swarm.
+      const e = await fetch(`${a.url}/v1/embeddings`, { method: 'POST',
+        body: JSON.stringify({ model: 'swarm', input: 'x' }) });
+      assert.equal(e.status, 400);
+      a.d.proc.kill('SIGTERM');
+      assert.equal((await a.d.exited).code, 0, a.d.stderr());
+    } finally {
+      killAll();
+      removeDir(root);
+    }
+  });
