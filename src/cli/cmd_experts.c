@@ -34,8 +34,8 @@ static void print_expert(json_t *x)
     if ((int)strlen(desc) > cut)
         while (cut > 0 && ((unsigned char)desc[cut] & 0xc0) == 0x80)
             cut--;
-    printf("%-59s  %-20s  %-9s  %.*s%s\n", name, model != NULL && model[0] ? model : "-", load,
-           cut, desc, (int)strlen(desc) > cut ? "..." : "");
+    printf("%-59s  %-20s  %-9s  %.*s%s\n", name, model != NULL && model[0] ? model : "-", load, cut,
+           desc, (int)strlen(desc) > cut ? "..." : "");
 }
 
 int cli_cmd_experts(int argc, char **argv)

@@ -22,12 +22,12 @@
 #include "base/log.h"
 #include "swarm/swarm.h"
 
-#define LOG          "swarm"
-#define MAX_CACHE    1024u /* expert records kept */
-#define MAX_FETCH    64u   /* record fetches one chat starts */
-#define MAX_CANDS    64u   /* ranked candidates kept per chat */
-#define MAX_RUNS     (DC_COORD_MAX_EXPERTS + 8u)
-#define TICK_MS      100u
+#define LOG            "swarm"
+#define MAX_CACHE      1024u /* expert records kept */
+#define MAX_FETCH      64u   /* record fetches one chat starts */
+#define MAX_CANDS      64u   /* ranked candidates kept per chat */
+#define MAX_RUNS       (DC_COORD_MAX_EXPERTS + 8u)
+#define TICK_MS        100u
 #define PROVIDERS_BAND 20u
 #define PROVIDERS_ALL  64u
 
@@ -86,9 +86,9 @@ struct cchat {
     const struct dc_coord_cb *cb;
     void *ud;
     int refs;
-    bool ended;    /* on_done delivered or canceled: no more callbacks */
+    bool ended;     /* on_done delivered or canceled: no more callbacks */
     bool discovery; /* no caller: a background refresh of the routing cache */
-    bool canceled; /* by the caller */
+    bool canceled;  /* by the caller */
     struct cchat *prev, *next;
     enum phase phase;
     uint64_t t0_ms;
@@ -116,9 +116,9 @@ struct cchat {
     struct run runs[MAX_RUNS];
     size_t n_runs;
     uint32_t failovers;
-    bool direct;      /* one expert: its tokens are the answer, streamed through */
-    bool starting;    /* route_finish is starting the runs: do not conclude yet */
-    bool emitted;     /* a token reached the caller */
+    bool direct;   /* one expert: its tokens are the answer, streamed through */
+    bool starting; /* route_finish is starting the runs: do not conclude yet */
+    bool emitted;  /* a token reached the caller */
     struct dc_gen *synth;
     uint32_t synth_tokens;
 };
@@ -655,7 +655,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
 /* The answer closest to all the others (the first on ties). */
 static size_t medoid(struct run *const *ok, size_t n)
 {
-    float (*v)[DC_EMBED_DIM] = dc_calloc(n, sizeof(*v));
+    float(*v)[DC_EMBED_DIM] = dc_calloc(n, sizeof(*v));
     int8_t(*qv)[DC_EMBED_DIM] = dc_calloc(n, sizeof(*qv));
     size_t best = 0;
     float best_sum = -1e30f;
@@ -710,10 +710,10 @@ static size_t utf8_cut(const char *s, size_t len, size_t n)
     return n;
 }
 
-#define SYNTH_SYSTEM                                                                             \
-    "Several expert models have answered the user's latest request. Write the one best answer " \
-    "from them: keep what is correct, settle disagreements in favour of what is best "          \
-    "supported, leave out repetition and mistakes, and answer the user directly, without "      \
+#define SYNTH_SYSTEM                                                                               \
+    "Several expert models have answered the user's latest request. Write the one best answer "    \
+    "from them: keep what is correct, settle disagreements in favour of what is best "             \
+    "supported, leave out repetition and mistakes, and answer the user directly, without "         \
     "mentioning the experts."
 
 /* Starts the Mixture-of-Agents synthesis on the local engine. Returns 0, or an error (then the
@@ -727,7 +727,8 @@ static int synth_start(struct cchat *ch, struct run *const *ok, size_t n)
     struct dc_gen_request g;
     char *prompt = NULL;
     size_t last_user = SIZE_MAX, n_m = 0, budget;
-    int32_t max_tokens = ch->req.max_tokens > 0 ? ch->req.max_tokens : (int32_t)co->synth_max_tokens;
+    int32_t max_tokens =
+        ch->req.max_tokens > 0 ? ch->req.max_tokens : (int32_t)co->synth_max_tokens;
     long ctx_left;
     int rc;
 
@@ -824,8 +825,8 @@ static void chat_maybe_finish(struct cchat *ch)
         if (last->state == RUN_OK)
             chat_end(ch, last->finish, 0, NULL, last->n_prompt, last->n_tokens);
         else
-            chat_fail(ch, DC_EPEER, "The chosen expert %s failed: %s%s", last->peer_text,
-                      last->err, ch->emitted ? " (after part of its answer was sent)" : "");
+            chat_fail(ch, DC_EPEER, "The chosen expert %s failed: %s%s", last->peer_text, last->err,
+                      ch->emitted ? " (after part of its answer was sent)" : "");
         return;
     }
     if (n_ok == 0) {
@@ -962,8 +963,7 @@ static void on_record(void *ud, int status, const struct dc_dht_result *res)
             !dc_peer_id_equal(&x.peer, dc_identity_peer_id(ch->co->identity))) {
             cache_put(ch->co, &x);
             snap_update(ch->co);
-        }
-        else if (rc < 0)
+        } else if (rc < 0)
             dc_log_debug(LOG, "capability record refused: %s", dc_strerror(rc));
     }
     dc_free(f);
@@ -980,8 +980,7 @@ static void fetch_record(struct cchat *ch, const struct dc_peer_id *p)
     if (dc_peer_id_equal(p, dc_identity_peer_id(co->identity)))
         return;
     e = cache_find(co, p);
-    if (e != NULL && mono_ms() - e->fetched_ms < co->refresh_ms &&
-        e->x.expires_ms > wall_ms())
+    if (e != NULL && mono_ms() - e->fetched_ms < co->refresh_ms && e->x.expires_ms > wall_ms())
         return;
     for (size_t i = 0; i < ch->n_fetching; i++)
         if (dc_peer_id_equal(&ch->fetching[i], p))
@@ -1534,10 +1533,10 @@ static json_t *expert_json(const struct dc_expert *x, bool self)
     if (dc_peer_id_to_string(&x->peer, p, sizeof(p)) < 0)
         snprintf(p, sizeof(p), "?");
     return json_pack("{s:s, s:b, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:f, s:I}", "peer_id", p,
-                     "self", self, "description", x->description, "model", x->model, "tags",
-                     tags, "n_ctx", (json_int_t)x->n_ctx, "slots", (json_int_t)x->slots,
-                     "active", (json_int_t)x->active, "queued", (json_int_t)x->queued, "price",
-                     x->price, "expires_unix_ms", (json_int_t)x->expires_ms);
+                     "self", self, "description", x->description, "model", x->model, "tags", tags,
+                     "n_ctx", (json_int_t)x->n_ctx, "slots", (json_int_t)x->slots, "active",
+                     (json_int_t)x->active, "queued", (json_int_t)x->queued, "price", x->price,
+                     "expires_unix_ms", (json_int_t)x->expires_ms);
 }
 
 /* Loop thread: rebuilds the JSON snapshot other threads read. */

@@ -119,12 +119,12 @@ void dc_coord_cancel(struct dc_coord_call *call);
 DC_MUST_CHECK int dc_coord_experts_json(struct dc_coord *c, char **out, size_t *len);
 
 struct dc_coord_stats {
-    uint64_t chats;        /* chats started */
-    uint64_t routed;       /* expert calls dispatched (local ones included) */
-    uint64_t failovers;    /* replacements */
-    uint64_t syntheses;    /* MoA answers written */
-    uint64_t published;    /* records stored */
-    uint32_t known;        /* experts in the cache */
+    uint64_t chats;     /* chats started */
+    uint64_t routed;    /* expert calls dispatched (local ones included) */
+    uint64_t failovers; /* replacements */
+    uint64_t syntheses; /* MoA answers written */
+    uint64_t published; /* records stored */
+    uint32_t known;     /* experts in the cache */
 };
 void dc_coord_stats(const struct dc_coord *c, struct dc_coord_stats *out);
 

@@ -93,26 +93,27 @@ size_t dc_lsh_band_key(uint64_t key, unsigned band, uint8_t *out, size_t cap);
 #define DC_EXPERT_MAX_DESC   1024u /* bytes of description */
 #define DC_EXPERT_MAX_MODEL  128u  /* bytes of model name */
 #define DC_EXPERT_MAX_TAGS   16u
-#define DC_EXPERT_MAX_TAG    32u   /* bytes per tag */
+#define DC_EXPERT_MAX_TAG    32u /* bytes per tag */
 
 struct dc_expert {
-    struct dc_peer_id peer;                    /* the signer (set by open; ignored by sign) */
-    char description[DC_EXPERT_MAX_DESC + 1];  /* UTF-8, what the expert is good at */
-    char embedder[32];                         /* DC_EMBEDDER_ID for ours */
-    int8_t embedding[DC_EMBED_DIM];            /* of the description (quantized) */
-    uint64_t lsh;                              /* dc_lsh_key_q(embedding) */
-    char model[DC_EXPERT_MAX_MODEL + 1];       /* the served model's registry id */
-    uint8_t model_sha256[32];                  /* of its GGUF file */
+    struct dc_peer_id peer;                   /* the signer (set by open; ignored by sign) */
+    char description[DC_EXPERT_MAX_DESC + 1]; /* UTF-8, what the expert is good at */
+    char embedder[32];                        /* DC_EMBEDDER_ID for ours */
+    int8_t embedding[DC_EMBED_DIM];           /* of the description (quantized) */
+    uint64_t lsh;                             /* dc_lsh_key_q(embedding) */
+    char model[DC_EXPERT_MAX_MODEL + 1];      /* the served model's registry id */
+    uint8_t model_sha256[32];                 /* of its GGUF file */
     bool has_model_sha256;
-    uint32_t n_ctx;                            /* context length a request may use */
-    uint32_t slots;                            /* parallel sequences the engine runs */
-    uint32_t active;                           /* generating now (when signed) */
-    uint32_t queued;                           /* waiting now (when signed) */
-    double price;                              /* credits per 1,000 generated tokens; 0: free */
-    char tags[DC_EXPERT_MAX_TAGS][DC_EXPERT_MAX_TAG + 1]; /* intent classes it accepts, e.g. "code" */
+    uint32_t n_ctx;  /* context length a request may use */
+    uint32_t slots;  /* parallel sequences the engine runs */
+    uint32_t active; /* generating now (when signed) */
+    uint32_t queued; /* waiting now (when signed) */
+    double price;    /* credits per 1,000 generated tokens; 0: free */
+    char tags[DC_EXPERT_MAX_TAGS]
+             [DC_EXPERT_MAX_TAG + 1]; /* intent classes it accepts, e.g. "code" */
     size_t n_tags;
-    uint64_t seq;                              /* the record's (set by open) */
-    uint64_t expires_ms;                       /* Unix ms (set by open) */
+    uint64_t seq;        /* the record's (set by open) */
+    uint64_t expires_ms; /* Unix ms (set by open) */
 };
 
 /*
