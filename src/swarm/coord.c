@@ -28,6 +28,7 @@
 #define MAX_CANDS      64u   /* ranked candidates kept per chat */
 #define MAX_RUNS       (DC_COORD_MAX_EXPERTS + 8u)
 #define TICK_MS        100u
+#define BENCH_MS       60000u /* how long an expert that failed is ranked last */
 #define PROVIDERS_BAND 20u
 #define PROVIDERS_ALL  64u
 
@@ -51,6 +52,7 @@ struct centry {
     struct dc_expert x;
     bool self;
     uint64_t fetched_ms; /* monotonic */
+    uint64_t benched_ms; /* monotonic: failed a chat; ranked last until then */
     struct centry *next;
 };
 
@@ -155,6 +157,9 @@ struct dc_coord {
     bool put_running;
     uint64_t last_refresh_ms; /* monotonic; 0: never */
     bool peers_changed;
+    /* The last DC_EXPERTS_KEY lookup returned fewer providers than it asked for: the cache
+     * holds every expert of the swarm, so a chat can rank it without band lookups. */
+    bool all_known;
 
     struct centry *cache;
     size_t n_cache;
@@ -448,6 +453,12 @@ static void run_end(struct run *r, bool ok, enum dc_gen_finish finish, uint32_t 
         snprintf(r->err, sizeof(r->err), "%s", why != NULL ? why : "failed");
     if (ch->ended)
         return;
+    if (!ok && !r->local) {
+        /* Ranked last for a while, so the next chats do not wait on it again. */
+        struct centry *e = cache_find(ch->co, &r->peer);
+        if (e != NULL)
+            e->benched_ms = mono_ms() + BENCH_MS;
+    }
     if (!ok) {
         dc_log_info(LOG, "expert %s%s failed: %s", r->peer_text, r->local ? " (local)" : "",
                     r->err);
@@ -892,6 +903,28 @@ static void route_finish(struct cchat *ch)
         ch->cands[ch->n_cands].similarity = 0;
         ch->n_cands++;
     }
+    /* Experts that failed a chat lately go last (kept: they may be all there is). */
+    {
+        struct cand tmp[MAX_CANDS];
+        size_t n_t = 0, n_b = 0;
+        uint64_t now = mono_ms();
+        bool benched[MAX_CANDS];
+        for (size_t i = 0; i < ch->n_cands; i++) {
+            struct centry *e = ch->cands[i].local ? NULL : cache_find(co, &ch->cands[i].peer);
+            benched[i] = e != NULL && e->benched_ms > now;
+        }
+        for (size_t i = 0; i < ch->n_cands; i++)
+            if (!benched[i])
+                tmp[n_t++] = ch->cands[i];
+        for (size_t i = 0; i < ch->n_cands; i++)
+            if (benched[i]) {
+                tmp[n_t++] = ch->cands[i];
+                n_b++;
+            }
+        memcpy(ch->cands, tmp, n_t * sizeof(tmp[0]));
+        if (n_b > 0)
+            dc_log_debug(LOG, "%zu expert(s) that failed lately ranked last", n_b);
+    }
     /* A node that knows no expert still answers with its own model (a swarm of one). */
     if (ch->n_cands == 0 && co->engine != NULL) {
         ch->cands[0].peer = *dc_identity_peer_id(co->identity);
@@ -1020,9 +1053,19 @@ static void on_providers(void *ud, int status, const struct dc_dht_result *res)
     chat_unref(ch);
 }
 
+static void on_all_providers(void *ud, int status, const struct dc_dht_result *res)
+{
+    struct cchat *ch = ud;
+
+    ch->co->all_known = status == 0 && res != NULL && res->n_providers < PROVIDERS_ALL;
+    on_providers(ud, status, res);
+}
+
 static void lookup(struct cchat *ch, const uint8_t *key, size_t len, uint32_t max)
 {
-    if (dc_dht_find_providers(ch->co->dht, key, len, max, on_providers, ch) == 0) {
+    dc_dht_done_cb cb = max == PROVIDERS_ALL ? on_all_providers : on_providers;
+
+    if (dc_dht_find_providers(ch->co->dht, key, len, max, cb, ch) == 0) {
         ch->pending++;
         ch->refs++;
     }
@@ -1034,7 +1077,11 @@ static void route_start(struct cchat *ch)
     uint64_t now = mono_ms();
 
     ch->pending = 1; /* this function's, dropped at the end */
-    if (co->dht != NULL && dc_dht_table_size(co->dht) > 0) {
+    /* A small swarm whose every expert the background refresh has just seen: rank the cache
+     * now. Otherwise look for experts near this prompt first. */
+    if (co->dht != NULL && dc_dht_table_size(co->dht) > 0 &&
+        !(co->all_known && !co->peers_changed && co->last_refresh_ms != 0 &&
+          now - co->last_refresh_ms < co->refresh_ms)) {
         uint8_t key[64];
         if (co->last_refresh_ms == 0 || now - co->last_refresh_ms >= co->refresh_ms ||
             co->peers_changed) {
@@ -1052,10 +1099,12 @@ static void route_start(struct cchat *ch)
             fetch_record(ch, &e->x.peer);
     }
     ch->route_deadline_ms = now + co->lookup_timeout_ms;
-    /* Finishing here would call back inside dc_coord_chat: the tick does it. */
+    /* Finishing here would call back inside dc_coord_chat: the loop's next turn does it. */
     ch->pending--;
-    if (ch->pending == 0)
+    if (ch->pending == 0) {
         ch->route_deadline_ms = now;
+        uv_async_send(&co->async);
+    }
 }
 
 /* A background refresh of the routing cache: the providers of DC_EXPERTS_KEY and the records
@@ -1094,9 +1143,9 @@ static void on_discover(uv_timer_t *t)
 
 /* ---- the loop's wake-ups ---- */
 
-static void on_tick(uv_timer_t *t)
+/* Routes the chats whose lookups have ended or run out of time. */
+static void route_ready(struct dc_coord *co)
 {
-    struct dc_coord *co = t->data;
     uint64_t now = mono_ms();
     struct cchat *ch = co->chats;
 
@@ -1112,11 +1161,17 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+static void on_tick(uv_timer_t *t)
+{
+    route_ready(t->data);
+}
+
 static void on_async(uv_async_t *a)
 {
     struct dc_coord *co = a->data;
     struct lev *list;
 
+    route_ready(co);
     pthread_mutex_lock(&co->mu);
     list = co->evq;
     co->evq = co->evq_tail = NULL;

@@ -172,6 +172,13 @@ test('model "swarm": routed by description, streamed through, merged, failed ove
       assert.equal(route.peers[0], b.peer);
       assert.match(c.d.stderr(), /failing over to expert 2/);
       assert.ok([own.a.poem, own.c.poem].includes(j.choices[0].message.content));
+      // ... and B, which just failed, is ranked last for a while: the next poem goes elsewhere
+      // at once.
+      res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
+        max_tokens: 12, temperature: 0 });
+      assert.equal(res.status, 200);
+      await res.json();
+      assert.notEqual(lastRoute(c).peers[0], b.peer);
 
       for (const n of [a, c]) {
         n.d.proc.kill('SIGTERM');
