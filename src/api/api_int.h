@@ -270,6 +270,7 @@ struct dc_api_req {
     size_t text_offset;
     enum dc_gen_finish finish;
     uint32_t n_prompt, n_generated;
+    double queue_ms, prompt_ms, gen_ms; /* the engine's, from its DONE (0 when forwarded) */
     uint64_t n_events;
     float *emb;
     uint32_t n_embd;

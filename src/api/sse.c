@@ -190,6 +190,18 @@ static int stream_chunk(struct dc_api_req *r, const struct dc_gen_event *ev, con
     return rc < 0 ? DC_ELIMIT : 0;
 }
 
+/* ,"timings":{...}: the engine's own times for this request (queue: waiting for a slot;
+ * prompt: admitted to first token; generation: first token to the end), so a client can tell
+ * serving time from inference time. Nothing when they are unknown (a forwarded chat). */
+static int timings_json(struct dc_buf *b, double queue_ms, double prompt_ms, double gen_ms)
+{
+    if (prompt_ms <= 0 && gen_ms <= 0)
+        return 0;
+    return dc_buf_printf(
+        b, ",\"timings\":{\"queue_ms\":%.3f,\"prompt_ms\":%.3f,\"generation_ms\":%.3f}", queue_ms,
+        prompt_ms, gen_ms);
+}
+
 static int stream_end(struct dc_api_req *r, const struct dc_gen_event *ev)
 {
     struct dc_buf *b = &r->out;
@@ -210,8 +222,10 @@ static int stream_end(struct dc_api_req *r, const struct dc_gen_event *ev)
             rc |= chunk_head(r, b);
             rc |= dc_buf_printf(b,
                                 "],\"usage\":{\"prompt_tokens\":%u,\"completion_tokens\":%u,"
-                                "\"total_tokens\":%u}}\n\n",
+                                "\"total_tokens\":%u}",
                                 ev->n_prompt, ev->n_generated, ev->n_prompt + ev->n_generated);
+            rc |= timings_json(b, ev->queue_ms, ev->prompt_ms, ev->gen_ms);
+            rc |= dc_buf_append_str(b, "}\n\n");
         }
     }
     rc |= dc_buf_append_str(b, "data: [DONE]\n\n");
@@ -258,6 +272,9 @@ void dc_sse_on_event(void *ud, const struct dc_gen_event *ev)
         r->finish = ev->finish;
         r->n_prompt = ev->n_prompt;
         r->n_generated = ev->n_generated;
+        r->queue_ms = ev->queue_ms;
+        r->prompt_ms = ev->prompt_ms;
+        r->gen_ms = ev->gen_ms;
         r->done = true;
         atomic_fetch_add(&api->m_tokens_prompt, ev->n_prompt);
         atomic_fetch_add(&api->m_tokens_completion, ev->n_generated);
@@ -463,8 +480,10 @@ int dc_sse_final_json(struct dc_api_req *r, struct dc_buf *b)
     }
     rc |= dc_buf_printf(b,
                         ",\"finish_reason\":\"%s\"}],\"usage\":{\"prompt_tokens\":%u,"
-                        "\"completion_tokens\":%u,\"total_tokens\":%u}}",
+                        "\"completion_tokens\":%u,\"total_tokens\":%u}",
                         finish_name(r->finish), r->n_prompt, r->n_generated,
                         r->n_prompt + r->n_generated);
+    rc |= timings_json(b, r->queue_ms, r->prompt_ms, r->gen_ms);
+    rc |= dc_buf_append_str(b, "}");
     return rc < 0 ? DC_ENOMEM : 0;
 }

@@ -382,6 +382,10 @@ test('rest: chat, streaming, completions, embeddings on a tiny model', { skip: !
     assert.ok(c.usage.prompt_tokens > 0);
     assert.ok(c.usage.completion_tokens > 0 && c.usage.completion_tokens <= 8);
     assert.equal(c.usage.total_tokens, c.usage.prompt_tokens + c.usage.completion_tokens);
+    // The engine's own times ride along (llama-server's "timings" idea): prompt and generation
+    // took time, the queue (an idle server) next to none.
+    assert.ok(c.timings.prompt_ms > 0 && c.timings.generation_ms >= 0 && c.timings.queue_ms >= 0,
+      JSON.stringify(c.timings));
     assert.ok(c.choices[0].logprobs.content.length > 0);
     assert.equal(c.choices[0].logprobs.content[0].top_logprobs.length, 2);
     if (c.usage.completion_tokens === 8) assert.equal(c.choices[0].finish_reason, 'length');
@@ -400,6 +404,7 @@ test('rest: chat, streaming, completions, embeddings on a tiny model', { skip: !
     const fin = chunks.filter((k) => k.choices.length && k.choices[0].finish_reason);
     assert.equal(fin.length, 1);
     assert.deepEqual(chunks.at(-1).usage, plain.usage);
+    assert.ok(chunks.at(-1).timings.prompt_ms > 0);
 
     // Legacy completions, plain and streamed.
     res = await post(url, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 5, temperature: 0 });
