@@ -371,6 +371,10 @@ enum MHD_Result dc_api_send_error(struct dc_api_req *r, const struct dc_api_erro
 /* Queues a job for the worker pool. START takes a reference; FREE hands over a request whose
  * references are all gone. */
 void dc_api_job_push(struct dc_api_req *r, enum dc_api_job job);
+/* Starts 'r' (dc_rest_start) on the calling polling thread, as a worker would: for requests
+ * whose start cannot block (the default model, a small body, no embeddings), saving a thread
+ * hand-off on the way to the first token. 'r' must be suspended already. */
+void dc_api_start_inline(struct dc_api_req *r);
 /* Drops a reference; the last one frees the request (through a worker when it holds a model). */
 void dc_api_req_unref(struct dc_api_req *r);
 /* Marks the request's async part settled: leaves the live list, wakes a waiting shutdown. */

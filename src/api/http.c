@@ -196,24 +196,39 @@ void dc_api_engine_ref(struct dc_api *api, int delta)
     pthread_mutex_unlock(&api->live_mu);
 }
 
+/* A request being started: one more reference (dropped when the start returns) and a place
+ * in the live list that the shutdown waits on. */
+static void live_add(struct dc_api_req *r)
+{
+    struct dc_api *api = r->api;
+
+    pthread_mutex_lock(&r->mu);
+    r->refs++;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&api->live_mu);
+    r->async = true;
+    r->live_prev = NULL;
+    r->live_next = api->live;
+    if (api->live != NULL)
+        api->live->live_prev = r;
+    api->live = r;
+    api->n_live++;
+    pthread_mutex_unlock(&api->live_mu);
+}
+
+void dc_api_start_inline(struct dc_api_req *r)
+{
+    live_add(r);
+    dc_rest_start(r);
+    dc_api_req_unref(r);
+}
+
 void dc_api_job_push(struct dc_api_req *r, enum dc_api_job job)
 {
     struct dc_api *api = r->api;
 
-    if (job == DC_JOB_START) {
-        pthread_mutex_lock(&r->mu);
-        r->refs++;
-        pthread_mutex_unlock(&r->mu);
-        pthread_mutex_lock(&api->live_mu);
-        r->async = true;
-        r->live_prev = NULL;
-        r->live_next = api->live;
-        if (api->live != NULL)
-            api->live->live_prev = r;
-        api->live = r;
-        api->n_live++;
-        pthread_mutex_unlock(&api->live_mu);
-    }
+    if (job == DC_JOB_START)
+        live_add(r);
     pthread_mutex_lock(&api->wq_mu);
     r->job = job;
     r->job_next = NULL;

@@ -22,7 +22,8 @@
 #include "api/api_int.h"
 #include "base/log.h"
 
-#define LOG "api"
+#define LOG             "api"
+#define INLINE_MAX_BODY (16u * 1024u) /* requests started on the polling thread at most */
 
 int dc_api_metrics_text(struct dc_api *api, struct dc_buf *b);
 
@@ -375,7 +376,15 @@ enum MHD_Result dc_rest_post(struct dc_api_req *r)
     r->suspended = true;
     MHD_suspend_connection(r->conn);
     pthread_mutex_unlock(&r->mu);
-    dc_api_job_push(r, DC_JOB_START);
+    /* A chat or completion on the loaded default model only renders, tokenizes and queues:
+     * start it here, without waking a worker (one thread hand-off less before the first
+     * token). A large body (a long prompt to tokenize), a registry model (maybe a load) and
+     * embeddings (which wait for the engine) go to the workers. */
+    if (!r->remote && r->preq.kind != DC_API_EMBEDDING && r->body.len <= INLINE_MAX_BODY &&
+        dc_api_model_target(&api->models, r->preq.model) == DC_API_TARGET_DEFAULT)
+        dc_api_start_inline(r);
+    else
+        dc_api_job_push(r, DC_JOB_START);
     return MHD_YES;
 }
 
