@@ -73,7 +73,7 @@ static void srv_fin(void *ud, struct dc_host_stream *s)
     sv->done = true;
     pthread_cond_broadcast(&sv->cv);
     pthread_mutex_unlock(&sv->mu);
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
 }
 
 static const struct dc_host_stream_cb srv_cb = {.on_data = srv_data, .on_fin = srv_fin};
@@ -163,7 +163,7 @@ static void top_up(struct client *c)
         c->sent += n;
     }
     if (c->sent == c->total) {
-        (void)dc_host_stream_close(c->s);
+        (void)!dc_host_stream_close(c->s);
         c->closed = true;
         uv_check_stop(&c->check);
         uv_stop(&c->loop);

@@ -197,7 +197,7 @@ static int db_open(struct dc_dht *dht, const char *path)
         const void *p = sqlite3_column_blob(st, 0);
         int n = sqlite3_column_bytes(st, 0);
         if (p != NULL && n > 0)
-            (void)dc_kad_store_load(dht->kad, p, (size_t)n, wall_ms());
+            (void)!dc_kad_store_load(dht->kad, p, (size_t)n, wall_ms());
     }
     sqlite3_finalize(st);
     st = NULL;
@@ -281,7 +281,7 @@ static void kad_peer_learned(void *ud, const struct dc_kad_peer_info *p)
     struct dc_dht *dht = ud;
 
     if (p->n_addrs > 0)
-        (void)dc_host_add_peer_addrs(dht->host, &p->id, p->addrs, p->n_addrs);
+        (void)!dc_host_add_peer_addrs(dht->host, &p->id, p->addrs, p->n_addrs);
 }
 
 /* ---- requests --------------------------------------------------------------------------- */
@@ -306,7 +306,7 @@ static void req_report(struct req *r, bool ok, const uint8_t *body, size_t len)
         if (op->lookup == NULL)
             return;
         if (ok && body != NULL)
-            (void)dc_kad_lookup_on_response_bytes(op->lookup, r->req_id, body, len, now);
+            (void)!dc_kad_lookup_on_response_bytes(op->lookup, r->req_id, body, len, now);
         else
             (void)dc_kad_lookup_on_failure(op->lookup, r->req_id, now);
     } else {
@@ -620,7 +620,7 @@ fail:
 static void sv_on_fin(void *ud, struct dc_host_stream *s)
 {
     DC_UNUSED(ud);
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
 }
 
 static void sv_on_close(void *ud, struct dc_host_stream *s, int err)
@@ -739,7 +739,7 @@ static void merge_providers(struct op *op, const struct dc_kad_peer_info *p, siz
         for (size_t j = 0; j < op->result.n_providers && !dup; j++)
             dup = dc_peer_id_equal(&op->result.providers[j].id, &p[i].id);
         if (!dup)
-            (void)dc_kad_msg_add_peer(&op->result, true, &p[i]);
+            (void)!dc_kad_msg_add_peer(&op->result, true, &p[i]);
     }
 }
 
@@ -1122,7 +1122,7 @@ void dc_dht_free(struct dc_dht *dht)
         dc_host_stream_reset(s);
     }
     if (!dht->client_mode)
-        (void)dc_host_set_handler(dht->host, dht->protocol, NULL, NULL);
+        (void)!dc_host_set_handler(dht->host, dht->protocol, NULL, NULL);
     dc_host_set_keep_peer(dht->host, NULL, NULL);
     if (dht->db != NULL)
         sqlite3_close(dht->db);

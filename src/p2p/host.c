@@ -846,7 +846,7 @@ static bool stream_sendable(struct conn *c, struct dc_host_stream *s)
         return false;
     if (dc_yamux_stream_send_window(c->yamux, s->id) > 0)
         return true;
-    (void)dc_yamux_stream_frame(c->yamux, s->id, len, hdr, &n); /* n is 0: marks it blocked */
+    (void)!dc_yamux_stream_frame(c->yamux, s->id, len, hdr, &n); /* n is 0: marks it blocked */
     return false;
 }
 
@@ -933,14 +933,14 @@ static void streams_finish(struct conn *c)
         if (s->dead || !s->open || c->yamux == NULL)
             continue;
         if (s->send_err < 0) {
-            (void)dc_yamux_stream_reset(c->yamux, s->id);
+            (void)!dc_yamux_stream_reset(c->yamux, s->id);
             stream_fire_close(s, s->send_err);
             continue;
         }
         (void)stream_unsent(s, &len);
         if (len == 0 && s->close_requested && !s->fin_sent) {
             s->fin_sent = true;
-            (void)dc_yamux_stream_close(c->yamux, s->id); /* may fire on_close */
+            (void)!dc_yamux_stream_close(c->yamux, s->id); /* may fire on_close */
         }
     }
 }
@@ -1008,7 +1008,7 @@ static void stream_flush_mss(struct dc_host_stream *s)
     if (len == 0)
         return;
     if (dc_yamux_stream_write(s->c->yamux, s->id, p, len, &w) < 0 || w != len) {
-        (void)dc_yamux_stream_reset(s->c->yamux, s->id);
+        (void)!dc_yamux_stream_reset(s->c->yamux, s->id);
         stream_fire_close(s, DC_ELIMIT);
         return;
     }
@@ -1074,14 +1074,14 @@ static void y_on_data(void *ud, uint32_t id, void *su, const uint8_t *p, size_t 
         rc = dc_mss_feed(s->mss, p, n, &used);
         stream_flush_mss(s);
         if (rc < 0) {
-            (void)dc_yamux_stream_reset(c->yamux, id);
+            (void)!dc_yamux_stream_reset(c->yamux, id);
             stream_fire_close(s, rc);
         } else if (rc == 1 && !s->dead) {
             s->protocol = dc_strdup(dc_mss_protocol(s->mss));
             dc_mss_free(s->mss);
             s->mss = NULL;
             if (s->protocol == NULL) {
-                (void)dc_yamux_stream_reset(c->yamux, id);
+                (void)!dc_yamux_stream_reset(c->yamux, id);
                 stream_fire_close(s, DC_ENOMEM);
             } else {
                 if (!s->outbound) {
@@ -1100,7 +1100,7 @@ static void y_on_data(void *ud, uint32_t id, void *su, const uint8_t *p, size_t 
     } else if (s != NULL) {
         stream_deliver(s, p, n);
     }
-    (void)dc_yamux_stream_consume(c->yamux, id, n);
+    (void)!dc_yamux_stream_consume(c->yamux, id, n);
 }
 
 static void y_on_fin(void *ud, uint32_t id, void *su)
@@ -1111,7 +1111,7 @@ static void y_on_fin(void *ud, uint32_t id, void *su)
     if (s == NULL || s->dead)
         return;
     if (!s->open) {
-        (void)dc_yamux_stream_reset(c->yamux, id);
+        (void)!dc_yamux_stream_reset(c->yamux, id);
         stream_fire_close(s, DC_EPROTO);
         return;
     }
@@ -1659,7 +1659,7 @@ static void ping_server_data(void *ud, struct dc_host_stream *s, const uint8_t *
 static void ping_server_fin(void *ud, struct dc_host_stream *s)
 {
     DC_UNUSED(ud);
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
 }
 
 static const struct dc_host_stream_cb ping_server_cb = {.on_data = ping_server_data,
@@ -1732,7 +1732,7 @@ static void identify_server_open(void *ud, struct dc_host_stream *s)
     dc_free(buf);
     if (rc < 0)
         goto fail;
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
     return;
 fail:
     dc_host_stream_reset(s);
@@ -1741,7 +1741,7 @@ fail:
 static void identify_server_fin(void *ud, struct dc_host_stream *s)
 {
     DC_UNUSED(ud);
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
 }
 
 static const struct dc_host_stream_cb identify_server_cb = {.on_open = identify_server_open,
@@ -1875,7 +1875,7 @@ static void ident_fin(void *ud, struct dc_host_stream *s)
     struct ident *id = ud;
 
     identify_store(id, s);
-    (void)dc_host_stream_close(s);
+    (void)!dc_host_stream_close(s);
 }
 
 static void ident_close(void *ud, struct dc_host_stream *s, int err)
@@ -1944,7 +1944,7 @@ static void on_push_timer(uv_timer_t *t)
     }
     for (size_t i = 0; i < n; i++) {
         struct dc_host_stream *s;
-        (void)dc_host_new_stream(h, &ids[i], protos, 1, &push_client_cb, h, &s);
+        (void)!dc_host_new_stream(h, &ids[i], protos, 1, &push_client_cb, h, &s);
     }
     dc_free(ids);
 }
@@ -1971,7 +1971,7 @@ static void identify_start(struct conn *c)
         dc_free(id);
         return;
     }
-    (void)dc_host_stream_close(s); /* we only read */
+    (void)!dc_host_stream_close(s); /* we only read */
 }
 
 /* ---- streams ---------------------------------------------------------------------------- */
@@ -2066,7 +2066,7 @@ void dc_host_stream_reset(struct dc_host_stream *s)
     s->dead = true;
     conn_enter(c);
     if (c->yamux != NULL)
-        (void)dc_yamux_stream_reset(c->yamux, s->id);
+        (void)!dc_yamux_stream_reset(c->yamux, s->id);
     conn_flush(c);
     conn_leave(c);
 }

@@ -75,7 +75,7 @@ void dc_pnet_init(struct dc_pnet *p, const uint8_t key[DC_PNET_KEY_LEN], const u
         memcpy(p->local_nonce, local_nonce, DC_PNET_NONCE_LEN);
     } else {
         /* Safe to call repeatedly; randombytes works even if initialisation reports failure. */
-        (void)sodium_init();
+        (void)!sodium_init();
         randombytes_buf(p->local_nonce, DC_PNET_NONCE_LEN);
     }
 }

@@ -70,7 +70,7 @@ static void call_end(struct dc_infer_call *c, int status, const struct dc_infer_
     if (c->stream != NULL) {
         dc_host_stream_set_user(c->stream, NULL);
         if (status == 0)
-            (void)dc_host_stream_close(c->stream); /* orderly: the server closes too */
+            (void)!dc_host_stream_close(c->stream); /* orderly: the server closes too */
         else
             dc_host_stream_reset(c->stream);
         c->stream = NULL;

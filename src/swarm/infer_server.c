@@ -253,7 +253,7 @@ static void req_detach(struct req *r)
     if (r->stream == NULL)
         return;
     dc_host_stream_set_user(r->stream, NULL);
-    (void)dc_host_stream_close(r->stream);
+    (void)!dc_host_stream_close(r->stream);
     r->stream = NULL;
 }
 
@@ -895,7 +895,7 @@ int dc_infer_server_new(const struct dc_infer_server_config *cfg, struct dc_infe
         goto err_cond;
     rc = uv_async_init(s->loop, &s->async, on_async);
     if (rc < 0) {
-        (void)dc_host_set_handler(s->host, DC_INFER_PROTOCOL_ID, NULL, NULL);
+        (void)!dc_host_set_handler(s->host, DC_INFER_PROTOCOL_ID, NULL, NULL);
         goto err_cond;
     }
     s->async.data = s;
@@ -933,7 +933,7 @@ void dc_infer_server_free(struct dc_infer_server *s)
     if (s == NULL)
         return;
     s->closing = true;
-    (void)dc_host_set_handler(s->host, DC_INFER_PROTOCOL_ID, NULL, NULL);
+    (void)!dc_host_set_handler(s->host, DC_INFER_PROTOCOL_ID, NULL, NULL);
     /* Streams first (no callbacks after a reset), then the work the threads still hold. */
     for (struct req *r = s->reqs; r != NULL; r = r->next) {
         if (r->stream != NULL) {

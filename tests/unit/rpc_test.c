@@ -265,7 +265,7 @@ static void test_ws_messages(void **state)
         memset(big, 'a', sizeof(big));
         uint8_t *buf = dc_malloc(sizeof(big) + 16);
         assert_non_null(buf);
-        (void)dc_ws_conn_feed(c, buf, frame(buf, 1, big, sizeof(big)));
+        (void)!dc_ws_conn_feed(c, buf, frame(buf, 1, big, sizeof(big)));
         dc_free(buf);
     }
     server_frames(c, text, sizeof(text), &code);
@@ -276,7 +276,7 @@ static void test_ws_messages(void **state)
     assert_int_equal(dc_ws_conn_new(&sh, true, &c), 0);
     {
         const uint8_t raw[] = {0x81, 0x02, '{', '}'};
-        (void)dc_ws_conn_feed(c, raw, sizeof(raw));
+        (void)!dc_ws_conn_feed(c, raw, sizeof(raw));
     }
     server_frames(c, text, sizeof(text), &code);
     assert_int_equal(code, 1002);
@@ -644,7 +644,7 @@ static void test_grpc_bad_http2(void **state)
         bool seen = false;
 
         assert_int_equal(dc_grpc_conn_new(&sh, &c), 0);
-        (void)dc_grpc_conn_feed(c, (const uint8_t *)k->bytes, k->len);
+        (void)!dc_grpc_conn_feed(c, (const uint8_t *)k->bytes, k->len);
         dc_grpc_conn_output(c, &d, &len);
         while (o + 9 <= len) {
             size_t n = (size_t)d[o] << 16 | (size_t)d[o + 1] << 8 | d[o + 2];
