@@ -111,6 +111,9 @@ struct dc_api_config {
     /* Optional: GET /api/experts, the experts this node knows (a JSON array, heap, dc_free),
      * called with peers_ud from the polling threads; must not block. NULL: 503. */
     int (*experts_json)(void *ud, char **out, size_t *len);
+    /* Optional: appends more Prometheus text to GET /metrics (the swarm's counters), called
+     * with peers_ud from the polling threads; must not block. Returns 0 or DC_ENOMEM. */
+    int (*metrics_extra)(void *ud, struct dc_buf *b);
     int (*peers_connect)(void *ud, const char *multiaddr, uint32_t timeout_ms, char *peer_id,
                          size_t cap, char *err, size_t errlen);
     /* CORS: browser origins ("https://app.example", or "*") allowed to call the API; none by

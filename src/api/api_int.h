@@ -305,6 +305,7 @@ struct dc_api {
     int (*peers_connect)(void *ud, const char *multiaddr, uint32_t timeout_ms, char *peer_id,
                          size_t cap, char *err, size_t errlen);
     int (*experts_json)(void *ud, char **out, size_t *len);
+    int (*metrics_extra)(void *ud, struct dc_buf *b);
     const struct dc_api_remote_hooks *remote; /* forwarding to peers, or NULL */
     void *remote_ud;
     struct dc_api_limits *limits; /* CORS origins and the rate limiter (admin.c) */

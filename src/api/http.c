@@ -908,6 +908,7 @@ int dc_api_new(const struct dc_api_config *cfg, struct dc_api **out, char *err, 
     api->peers_ud = cfg->peers_ud;
     api->peers_json = cfg->peers_json;
     api->experts_json = cfg->experts_json;
+    api->metrics_extra = cfg->metrics_extra;
     api->peers_connect = cfg->peers_connect;
     api->remote = cfg->remote;
     api->remote_ud = cfg->remote_ud;

@@ -300,6 +300,8 @@ static enum MHD_Result get_metrics(struct dc_api_req *r)
                            "# HELP democritus_peers Connected peers.\n# TYPE democritus_peers "
                            "gauge\ndemocritus_peers %u\n",
                            api->peers_count(api->peers_ud));
+    if (rc == 0 && api->metrics_extra != NULL)
+        rc = api->metrics_extra(api->peers_ud, &b);
     ret = rc == 0 ? dc_api_send_buf(r, 200, (const char *)b.data, b.len,
                                     "text/plain; version=0.0.4; charset=utf-8")
                   : MHD_NO;

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -573,6 +574,36 @@ static int experts_json(void *ud, char **out, size_t *len)
     return dc_coord_experts_json(co, out, len);
 }
 
+/* GET /metrics: the swarm coordinator's counters (thread-safe reads). */
+static int swarm_metrics(void *ud, struct dc_buf *b)
+{
+    struct daemon *d = ud;
+    struct dc_coord *co = atomic_load(&d->coord_api);
+    struct dc_coord_stats st = {0};
+
+    if (co != NULL)
+        dc_coord_stats(co, &st);
+    return dc_buf_printf(
+        b,
+        "# HELP democritus_swarm_chats_total Chats answered by the model \"swarm\".\n"
+        "# TYPE democritus_swarm_chats_total counter\ndemocritus_swarm_chats_total %" PRIu64 "\n"
+        "# HELP democritus_swarm_expert_calls_total Experts asked (this node included).\n"
+        "# TYPE democritus_swarm_expert_calls_total counter\n"
+        "democritus_swarm_expert_calls_total %" PRIu64 "\n"
+        "# HELP democritus_swarm_failovers_total Failed experts replaced by the next candidate.\n"
+        "# TYPE democritus_swarm_failovers_total counter\n"
+        "democritus_swarm_failovers_total %" PRIu64 "\n"
+        "# HELP democritus_swarm_syntheses_total Answers merged from several experts.\n"
+        "# TYPE democritus_swarm_syntheses_total counter\n"
+        "democritus_swarm_syntheses_total %" PRIu64 "\n"
+        "# HELP democritus_swarm_records_published_total Capability records stored on peers.\n"
+        "# TYPE democritus_swarm_records_published_total counter\n"
+        "democritus_swarm_records_published_total %" PRIu64 "\n"
+        "# HELP democritus_swarm_experts_known Experts in the routing cache, this node included.\n"
+        "# TYPE democritus_swarm_experts_known gauge\ndemocritus_swarm_experts_known %u\n",
+        st.chats, st.routed, st.failovers, st.syntheses, st.published, st.known);
+}
+
 static int peers_connect(void *ud, const char *ma, uint32_t timeout_ms, char *peer, size_t cap,
                          char *err, size_t errlen)
 {
@@ -682,6 +713,7 @@ static int start_api(struct daemon *d, const struct dc_daemon_options *opt)
     ac.peers_json = peers_json;
     ac.peers_connect = peers_connect;
     ac.experts_json = experts_json;
+    ac.metrics_extra = swarm_metrics;
     if (d->remote != NULL) {
         ac.remote = &dc_remote_hooks;
         ac.remote_ud = d->remote;

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -187,7 +188,9 @@ struct dc_coord {
     struct lev *evq, *evq_tail;
     uint32_t n_gens; /* local generations whose DONE has not been queued yet */
 
-    struct dc_coord_stats stats;
+    /* Counters other threads read (dc_coord_stats); n_known under snap_mu. */
+    atomic_uint_least64_t n_chats_total, n_routed, n_failovers, n_syntheses, n_published;
+    uint32_t n_known;
 };
 
 /* ---- chats: references and the end ---- */
@@ -467,7 +470,7 @@ static void run_end(struct run *r, bool ok, enum dc_gen_finish finish, uint32_t 
         if (!(ch->direct && ch->emitted) && ch->next_cand < ch->n_cands &&
             ch->failovers < ch->co->max_failovers && ch->n_runs < MAX_RUNS) {
             ch->failovers++;
-            ch->co->stats.failovers++;
+            atomic_fetch_add(&ch->co->n_failovers, 1);
             dc_log_info(LOG, "failing over to expert %zu of %zu", ch->next_cand + 1, ch->n_cands);
             run_start(ch, &ch->cands[ch->next_cand++]);
             return;
@@ -609,7 +612,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
     dc_buf_init(&r->text, 1u << 20);
     if (dc_peer_id_to_string(&c->peer, r->peer_text, sizeof(r->peer_text)) < 0)
         snprintf(r->peer_text, sizeof(r->peer_text), "?");
-    co->stats.routed++;
+    atomic_fetch_add(&co->n_routed, 1);
     if (c->local) {
         struct dc_gen_request g;
         char *prompt = NULL;
@@ -807,7 +810,7 @@ static int synth_start(struct cchat *ch, struct run *const *ok, size_t n)
         return rc;
     }
     ch->phase = PH_SYNTH;
-    co->stats.syntheses++;
+    atomic_fetch_add(&co->n_syntheses, 1);
     dc_log_info(LOG, "writing one answer from %zu expert answers with the local model", n);
     return 0;
 }
@@ -1229,7 +1232,7 @@ static void on_put(void *ud, int status, const struct dc_dht_result *res)
     co->put_running = false;
     if (status == 0 && res != NULL) {
         co->last_stored = res->n_stored;
-        co->stats.published++;
+        atomic_fetch_add(&co->n_published, 1);
         dc_log_debug(LOG, "capability record stored on %zu peer(s)", res->n_stored);
     } else if (status == DC_EAGAIN) {
         co->last_stored = 0;
@@ -1493,7 +1496,7 @@ int dc_coord_chat(struct dc_coord *co, const struct dc_infer_request *req, uint3
         co->chats->prev = ch;
     co->chats = ch;
     co->n_chats++;
-    co->stats.chats++;
+    atomic_fetch_add(&co->n_chats_total, 1);
     if (!co->tick_on) {
         uv_timer_start(&co->tick, on_tick, TICK_MS / 4, TICK_MS);
         co->tick_on = true;
@@ -1616,6 +1619,7 @@ static void snap_update(struct dc_coord *co)
     dc_free(co->snap);
     co->snap = copy;
     co->snap_len = strlen(copy);
+    co->n_known = (uint32_t)co->n_cache + (co->has_self ? 1u : 0u);
     pthread_mutex_unlock(&co->snap_mu);
 }
 
@@ -1631,8 +1635,14 @@ int dc_coord_experts_json(struct dc_coord *co, char **out, size_t *len)
     return *out != NULL ? 0 : DC_ENOMEM;
 }
 
-void dc_coord_stats(const struct dc_coord *co, struct dc_coord_stats *out)
+void dc_coord_stats(struct dc_coord *co, struct dc_coord_stats *out)
 {
-    *out = co->stats;
-    out->known = (uint32_t)co->n_cache + (co->has_self ? 1u : 0u);
+    out->chats = atomic_load(&co->n_chats_total);
+    out->routed = atomic_load(&co->n_routed);
+    out->failovers = atomic_load(&co->n_failovers);
+    out->syntheses = atomic_load(&co->n_syntheses);
+    out->published = atomic_load(&co->n_published);
+    pthread_mutex_lock(&co->snap_mu);
+    out->known = co->n_known;
+    pthread_mutex_unlock(&co->snap_mu);
 }

@@ -124,8 +124,9 @@ struct dc_coord_stats {
     uint64_t failovers; /* replacements */
     uint64_t syntheses; /* MoA answers written */
     uint64_t published; /* records stored */
-    uint32_t known;     /* experts in the cache */
+    uint32_t known;     /* experts in the cache, this node included */
 };
-void dc_coord_stats(const struct dc_coord *c, struct dc_coord_stats *out);
+/* Any thread. */
+void dc_coord_stats(struct dc_coord *c, struct dc_coord_stats *out);
 
 #endif

@@ -180,6 +180,15 @@ test('model "swarm": routed by description, streamed through, merged, failed ove
       await res.json();
       assert.notEqual(lastRoute(c).peers[0], b.peer);
 
+      // The coordinator's counters on /metrics.
+      const metrics = await (await fetch(`${c.url}/metrics`)).text();
+      const metric = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+      assert.ok(metric('democritus_swarm_chats_total') >= 9, metrics);
+      assert.ok(metric('democritus_swarm_failovers_total') >= 1);
+      assert.ok(metric('democritus_swarm_syntheses_total') >= 1);
+      assert.ok(metric('democritus_swarm_expert_calls_total') >= 11);
+      assert.equal(metric('democritus_swarm_experts_known'), 3);
+
       for (const n of [a, c]) {
         n.d.proc.kill('SIGTERM');
         assert.equal((await n.d.exited).code, 0, n.d.stderr());
