@@ -200,6 +200,16 @@ test('ws: a non-default registry model is loaded on demand and answers', async (
   assert.equal((await s.next((m) => m.id === 'tiny' && m.type !== 'token')).type, 'done');
   s.ws.send(chat('local', { model: 'local', max_tokens: 2 }));
   assert.equal((await s.next((m) => m.id === 'local' && m.type !== 'token')).type, 'done');
+  // "swarm" (with "experts") on a node that knows no other expert: its own model answers;
+  // "experts" with another model is an error naming the field.
+  s.ws.send(chat('swarm', { model: 'swarm', experts: 2, max_tokens: 2 }));
+  const sw = await s.next((m) => m.id === 'swarm' && m.type !== 'token');
+  assert.equal(sw.type, 'done', JSON.stringify(sw));
+  assert.ok(sw.usage.completion_tokens > 0);
+  s.ws.send(chat('bad-experts', { model: 'local', experts: 2 }));
+  const be = await s.next((m) => m.id === 'bad-experts');
+  assert.equal(be.type, 'error');
+  assert.match(be.message, /experts/);
   s.ws.close();
 });
 
