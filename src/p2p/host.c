@@ -187,7 +187,8 @@ struct dc_host {
     struct conn *conns;
     size_t n_conns; /* in the list (not yet closing) */
     uint32_t inbound_hs;
-    struct peer *peers; /* new peers at the head; loaded ones appended in load order */
+    struct peer *peers;      /* new peers at the head; loaded ones appended in load order */
+    struct peer **load_tail; /* while loading: the list's last link (appends in O(1)) */
     size_t n_peers;
     /* PeerId -> peer index over 'peers': chained buckets (a power of two, grown to keep one
      * peer per bucket on average), keyed SipHash so a peer cannot choose ids that collide. */
@@ -372,11 +373,14 @@ static void peer_link(struct dc_host *h, struct peer *p, bool tail)
     size_t b;
 
     if (tail) {
-        struct peer **pp = &h->peers;
-        while (*pp != NULL)
-            pp = &(*pp)->next;
+        struct peer **pp = h->load_tail;
+        if (pp == NULL)
+            for (pp = &h->peers; *pp != NULL;)
+                pp = &(*pp)->next;
         *pp = p;
         p->next = NULL;
+        if (h->load_tail != NULL)
+            h->load_tail = &p->next;
     } else {
         p->next = h->peers;
         h->peers = p;
@@ -610,9 +614,15 @@ static int peers_open(struct dc_host *h, const char *state_dir)
         return DC_ENOMEM;
     rc = dc_peerstore_open(path, &h->ps, h->ps_err, sizeof(h->ps_err));
     dc_free(path);
-    if (rc == 0)
+    if (rc == 0) {
+        /* Loaded peers go to the end, in load order: keep the end at hand, or every append
+         * walks the list (quadratic in the peers stored). */
+        for (h->load_tail = &h->peers; *h->load_tail != NULL;)
+            h->load_tail = &(*h->load_tail)->next;
         rc = dc_peerstore_load(h->ps, now_ms(), h->addr_ttl_ms, h->max_peers, peer_load_cb, h,
                                h->ps_err, sizeof(h->ps_err));
+        h->load_tail = NULL;
+    }
     if (rc == 0)
         return 0;
     dc_peerstore_close(h->ps);
