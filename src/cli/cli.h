@@ -69,6 +69,16 @@ int cli_daemon_client(const struct cli_ctx *ctx, const struct dc_config *cfg, co
  * not running). */
 void cli_client_error(const struct cli_ctx *ctx, struct dc_client *c, int rc);
 
+/*
+ * GET 'path' from the running daemon (found as cli_daemon_client finds it, with the command's
+ * configuration) and return its JSON member 'member', which must be an array: '*root' owns
+ * the parsed answer (json_decref) and '*array' borrows from it. Returns 0, or an exit code
+ * after printing why (1: the daemon failed or answered something else; 2: configuration).
+ */
+struct json_t;
+int cli_admin_array(const struct cli_ctx *ctx, const char *url, const char *path,
+                    const char *member, struct json_t **root, struct json_t **array);
+
 int cli_cmd_daemon(int argc, char **argv);
 int cli_cmd_id(int argc, char **argv);
 int cli_cmd_keygen(int argc, char **argv);

@@ -111,6 +111,43 @@ void cli_client_error(const struct cli_ctx *ctx, struct dc_client *c, int rc)
                 dc_client_error(c)[0] ? dc_client_error(c) : dc_client_strerror(rc));
 }
 
+int cli_admin_array(const struct cli_ctx *ctx, const char *url, const char *path,
+                    const char *member, json_t **root, json_t **array)
+{
+    struct dc_config cfg;
+    struct dc_client *c = NULL;
+    char *body = NULL;
+    int rc;
+
+    *root = *array = NULL;
+    rc = cli_load_config(ctx, &cfg);
+    if (rc != 0)
+        return rc;
+    rc = cli_daemon_client(ctx, &cfg, url, &c);
+    if (rc == 0) {
+        rc = dc_client_get(c, path, &body, NULL);
+        if (rc != 0) {
+            cli_client_error(ctx, c, rc);
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        *root = json_loads(body, 0, NULL);
+        *array = json_object_get(*root, member);
+        if (!json_is_array(*array)) {
+            fprintf(stderr, "democritus %s: the daemon's %s answer has no %s array\n", ctx->cmd,
+                    path, member);
+            json_decref(*root);
+            *root = *array = NULL;
+            rc = 1;
+        }
+    }
+    free(body);
+    dc_client_free(c);
+    dc_config_cleanup(&cfg);
+    return rc;
+}
+
 /* Parses a whole positive number no larger than 'max'. */
 static bool parse_count(const char *s, long max, long *out)
 {

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "democritus/client.h"
 
 static void print_expert(json_t *x)
 {
@@ -53,9 +52,6 @@ int cli_cmd_experts(int argc, char **argv)
                                      "capability record and those found on the DHT.",
                           .opts = opts,
                           .n_opts = DC_ARRAY_LEN(opts)};
-    struct dc_config cfg;
-    struct dc_client *c = NULL;
-    char *body = NULL;
     json_t *root = NULL, *experts, *x;
     size_t i;
     bool done;
@@ -65,26 +61,9 @@ int cli_cmd_experts(int argc, char **argv)
         return rc;
     if (ctx.n_pos > 1 || (ctx.n_pos == 1 && strcmp(ctx.pos[0], "list") != 0))
         return cli_usage_error(&ctx, "unknown subcommand '%s'", ctx.pos[0]);
-    rc = cli_load_config(&ctx, &cfg);
+    rc = cli_admin_array(&ctx, url, "/api/experts", "experts", &root, &experts);
     if (rc != 0)
         return rc;
-    rc = cli_daemon_client(&ctx, &cfg, url, &c);
-    if (rc != 0)
-        goto out;
-    rc = dc_client_get(c, "/api/experts", &body, NULL);
-    if (rc != 0) {
-        cli_client_error(&ctx, c, rc);
-        rc = 1;
-        goto out;
-    }
-    root = json_loads(body, 0, NULL);
-    experts = json_object_get(root, "experts");
-    if (!json_is_array(experts)) {
-        fprintf(stderr,
-                "democritus experts: the daemon's /api/experts answer has no experts array\n");
-        rc = 1;
-        goto out;
-    }
     if (as_json) {
         char *text = json_dumps(experts, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         if (text == NULL) {
@@ -104,8 +83,5 @@ int cli_cmd_experts(int argc, char **argv)
     json_array_foreach(experts, i, x) print_expert(x);
 out:
     json_decref(root);
-    free(body);
-    dc_client_free(c);
-    dc_config_cleanup(&cfg);
     return rc;
 }

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "democritus/client.h"
 
 static void print_peer(json_t *p, bool verbose)
 {
@@ -61,9 +60,6 @@ int cli_cmd_peers(int argc, char **argv)
                           .summary = "Lists the peers the running daemon is connected to.",
                           .opts = opts,
                           .n_opts = DC_ARRAY_LEN(opts)};
-    struct dc_config cfg;
-    struct dc_client *c = NULL;
-    char *body = NULL;
     json_t *root = NULL, *peers, *p;
     size_t i;
     bool done;
@@ -75,25 +71,9 @@ int cli_cmd_peers(int argc, char **argv)
         return cli_usage_error(&ctx, "missing subcommand");
     if (strcmp(ctx.pos[0], "list") != 0)
         return cli_usage_error(&ctx, "unknown subcommand '%s'", ctx.pos[0]);
-    rc = cli_load_config(&ctx, &cfg);
+    rc = cli_admin_array(&ctx, url, "/api/peers", "peers", &root, &peers);
     if (rc != 0)
         return rc;
-    rc = cli_daemon_client(&ctx, &cfg, url, &c);
-    if (rc != 0)
-        goto out;
-    rc = dc_client_get(c, "/api/peers", &body, NULL);
-    if (rc != 0) {
-        cli_client_error(&ctx, c, rc);
-        rc = 1;
-        goto out;
-    }
-    root = json_loads(body, 0, NULL);
-    peers = json_object_get(root, "peers");
-    if (!json_is_array(peers)) {
-        fprintf(stderr, "democritus peers: the daemon's /api/peers answer has no peers array\n");
-        rc = 1;
-        goto out;
-    }
     if (as_json) {
         char *text = json_dumps(peers, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         if (text == NULL) {
@@ -112,8 +92,5 @@ int cli_cmd_peers(int argc, char **argv)
     json_array_foreach(peers, i, p) print_peer(p, verbose);
 out:
     json_decref(root);
-    free(body);
-    dc_client_free(c);
-    dc_config_cleanup(&cfg);
     return rc;
 }

@@ -220,40 +220,13 @@ static void end_error(struct rcall *c, int status, const char *type, const char 
     call_end(c, DC_GEN_FINISH_ERROR, 0, c->n_tokens, &e);
 }
 
-/* A token text cut to 'cap' - 1 bytes at a UTF-8 character boundary. */
-static void copy_piece(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-
-    if (n >= cap) {
-        n = cap - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-            n--;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 static void on_token(void *ud, const struct dc_infer_token *tok)
 {
     struct rcall *c = ud;
     struct dc_top_logprob top[DC_INFER_MAX_TOP];
-    struct dc_gen_event ev = {0};
-    size_t n_top = tok->n_top < DC_INFER_MAX_TOP ? tok->n_top : DC_INFER_MAX_TOP;
+    struct dc_gen_event ev;
 
-    for (size_t i = 0; i < n_top; i++) {
-        top[i].id = tok->top[i].id;
-        top[i].logprob = tok->top[i].logprob;
-        copy_piece(top[i].text, sizeof(top[i].text),
-                   tok->top[i].text != NULL ? tok->top[i].text : "");
-    }
-    ev.type = DC_GEN_EV_TOKEN;
-    ev.id = tok->token_id;
-    ev.text = tok->text != NULL ? tok->text : "";
-    ev.text_len = tok->text != NULL ? tok->text_len : 0;
-    ev.logprob = tok->has_logprob ? tok->logprob : 0.0f;
-    ev.n_top = (uint32_t)n_top;
-    ev.top = top;
+    dc_infer_token_event(tok, top, &ev);
     c->n_tokens++;
     c->cb(c->cb_ud, &ev, NULL);
 }

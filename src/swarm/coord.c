@@ -481,32 +481,11 @@ static void run_end(struct run *r, bool ok, enum dc_gen_finish finish, uint32_t 
 
 static void on_remote_token(void *ud, const struct dc_infer_token *tok)
 {
-    struct run *r = ud;
     struct dc_top_logprob top[DC_INFER_MAX_TOP];
-    struct dc_gen_event ev = {0};
-    size_t n_top = tok->n_top < DC_INFER_MAX_TOP ? tok->n_top : DC_INFER_MAX_TOP;
+    struct dc_gen_event ev;
 
-    for (size_t i = 0; i < n_top; i++) {
-        const char *t = tok->top[i].text != NULL ? tok->top[i].text : "";
-        size_t n = strlen(t);
-        top[i].id = tok->top[i].id;
-        top[i].logprob = tok->top[i].logprob;
-        if (n >= sizeof(top[i].text)) {
-            n = sizeof(top[i].text) - 1;
-            while (n > 0 && ((unsigned char)t[n] & 0xc0) == 0x80)
-                n--;
-        }
-        memcpy(top[i].text, t, n);
-        top[i].text[n] = '\0';
-    }
-    ev.type = DC_GEN_EV_TOKEN;
-    ev.id = tok->token_id;
-    ev.text = tok->text != NULL ? tok->text : "";
-    ev.text_len = tok->text != NULL ? tok->text_len : 0;
-    ev.logprob = tok->has_logprob ? tok->logprob : 0.0f;
-    ev.n_top = (uint32_t)n_top;
-    ev.top = top;
-    run_token(r, &ev);
+    dc_infer_token_event(tok, top, &ev);
+    run_token(ud, &ev);
 }
 
 static void on_remote_done(void *ud, int status, const struct dc_infer_done *done)

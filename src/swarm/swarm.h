@@ -112,6 +112,12 @@ DC_MUST_CHECK int dc_infer_call_start(uv_loop_t *loop, struct dc_host *h,
  * afterwards. Not valid after on_done returned. */
 void dc_infer_call_cancel(struct dc_infer_call *c);
 
+/* A verified token as the engine's token event, so forwarded tokens take the engine's path:
+ * fills '*ev' (type DC_GEN_EV_TOKEN; text borrowed from 'tok') and top[0..n_top) with the
+ * alternatives, each text cut at a UTF-8 boundary to fit. */
+void dc_infer_token_event(const struct dc_infer_token *tok,
+                          struct dc_top_logprob top[DC_INFER_MAX_TOP], struct dc_gen_event *ev);
+
 /* The request id the call sent (borrowed). */
 const uint8_t *dc_infer_call_request_id(const struct dc_infer_call *c);
 
