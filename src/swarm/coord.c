@@ -59,7 +59,7 @@ struct centry {
 
 struct cchat;
 
-enum run_state { RUN_IDLE, RUN_RUNNING, RUN_OK, RUN_FAILED };
+enum run_state { RUN_RUNNING = 1, RUN_OK, RUN_FAILED };
 
 struct run {
     struct cchat *ch;
@@ -91,7 +91,6 @@ struct cchat {
     int refs;
     bool ended;     /* on_done delivered or canceled: no more callbacks */
     bool discovery; /* no caller: a background refresh of the routing cache */
-    bool canceled;  /* by the caller */
     struct cchat *prev, *next;
     enum phase phase;
     uint64_t t0_ms;
@@ -123,7 +122,6 @@ struct cchat {
     bool starting; /* route_finish is starting the runs: do not conclude yet */
     bool emitted;  /* a token reached the caller */
     struct dc_gen *synth;
-    uint32_t synth_tokens;
 };
 
 /* A local engine event, copied for the loop. */
@@ -179,7 +177,6 @@ struct dc_coord {
 
     pthread_mutex_t snap_mu; /* snap: the routing cache as JSON, for other threads */
     char *snap;
-    size_t snap_len;
     uv_async_t async;
     int handles_open;
 
@@ -533,9 +530,16 @@ static int render(struct dc_engine *e, const struct dc_infer_message *m, size_t 
     return rc;
 }
 
-static void gen_request_from(const struct cchat *ch, struct dc_gen_request *g)
+/* The engine request for 'prompt' (a rendered chat) with the chat's sampling, stops and
+ * logprob options. */
+static void gen_request_from(const struct cchat *ch, const char *prompt, struct dc_gen_request *g)
 {
     memset(g, 0, sizeof(*g));
+    g->prompt = prompt;
+    g->prompt_len = strlen(prompt);
+    g->prompt_parse_special = true;
+    g->logprobs = ch->req.want_logprobs;
+    g->n_logprobs = ch->req.n_logprobs;
     dc_sampling_defaults(&g->sampling);
     if (ch->req.has_temperature)
         g->sampling.temperature = ch->req.temperature;
@@ -605,12 +609,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, dc_strerror(rc));
             return;
         }
-        gen_request_from(ch, &g);
-        g.prompt = prompt;
-        g.prompt_len = strlen(prompt);
-        g.prompt_parse_special = true;
-        g.logprobs = ch->req.want_logprobs;
-        g.n_logprobs = ch->req.n_logprobs;
+        gen_request_from(ch, prompt, &g);
         rc = local_submit(ch, &g, false, r, &r->gen);
         dc_free(prompt);
         if (rc < 0) {
@@ -775,13 +774,8 @@ static int synth_start(struct cchat *ch, struct run *const *ok, size_t n)
     dc_buf_cleanup(&user);
     if (rc < 0)
         return rc;
-    gen_request_from(ch, &g);
+    gen_request_from(ch, prompt, &g);
     g.max_tokens = max_tokens;
-    g.prompt = prompt;
-    g.prompt_len = strlen(prompt);
-    g.prompt_parse_special = true;
-    g.logprobs = ch->req.want_logprobs;
-    g.n_logprobs = ch->req.n_logprobs;
     rc = local_submit(ch, &g, true, ch, &ch->synth);
     dc_free(prompt);
     if (rc < 0) {
@@ -1182,7 +1176,6 @@ static void on_async(uv_async_t *a)
             }
         } else {
             if (l->ev.type == DC_GEN_EV_TOKEN) {
-                ch->synth_tokens++;
                 if (!ch->ended) {
                     ch->emitted = true;
                     ch->cb->on_token(ch->ud, &l->ev);
@@ -1495,7 +1488,6 @@ void dc_coord_cancel(struct dc_coord_call *call)
 
     if (ch == NULL || ch->ended)
         return;
-    ch->canceled = true;
     ch->ended = true; /* no callback from now on */
     ch->phase = PH_ENDED;
     chat_stop_work(ch);
@@ -1597,7 +1589,6 @@ static void snap_update(struct dc_coord *co)
     pthread_mutex_lock(&co->snap_mu);
     dc_free(co->snap);
     co->snap = copy;
-    co->snap_len = strlen(copy);
     co->n_known = (uint32_t)co->n_cache + (co->has_self ? 1u : 0u);
     pthread_mutex_unlock(&co->snap_mu);
 }
