@@ -476,7 +476,7 @@ static void do_health(struct gstream *s)
     r.model = b->model_id != NULL ? b->model_id : "";
     r.active_requests = st.active;
     r.queued_requests = st.queued;
-    r.uptime_s = (double)(dc_rpc_now_ms() - b->started_ms) / 1000.0;
+    r.uptime_s = (double)(dc_mono_ms() - b->started_ms) / 1000.0;
     if (send_msg(s, &r.base) == 0)
         finish(s, DC_GRPC_OK, NULL);
 }
@@ -665,7 +665,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             memcpy(v, value, valuelen);
             v[valuelen] = '\0';
             if (dc_grpc_timeout_parse(v, &ms) == 0)
-                s->deadline_ms = dc_rpc_now_ms() + (ms > 0 ? ms : 1);
+                s->deadline_ms = dc_mono_ms() + (ms > 0 ? ms : 1);
         }
     }
     return 0;
@@ -983,7 +983,7 @@ static void on_deadline(uv_timer_t *t)
 {
     struct gsock *g = t->data;
 
-    dc_grpc_conn_expire(g->conn, dc_rpc_now_ms());
+    dc_grpc_conn_expire(g->conn, dc_mono_ms());
     gsock_flush(g);
 }
 
@@ -1036,7 +1036,7 @@ static void gsock_flush(struct gsock *g)
     }
     dl = dc_grpc_conn_next_deadline(g->conn);
     if (dl != 0) {
-        uint64_t now = dc_rpc_now_ms();
+        uint64_t now = dc_mono_ms();
         uv_timer_start(&g->timer, on_deadline, dl > now ? dl - now : 0, 0);
     } else {
         uv_timer_stop(&g->timer);

@@ -25,14 +25,6 @@
 
 #include "api/rpc_int.h"
 
-uint64_t dc_rpc_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- backend ---- */
 
 /* The model id REST uses: the file name without its directory and .gguf. */
@@ -61,7 +53,7 @@ int dc_rpc_backend_init(struct dc_rpc_backend *b, const struct dc_rpc_config *cf
     b->max_queue = cfg->max_queue != 0 ? cfg->max_queue : 64;
     b->default_temperature = cfg->default_temperature;
     b->version = cfg->version != NULL ? cfg->version : "";
-    b->started_ms = dc_rpc_now_ms();
+    b->started_ms = dc_mono_ms();
     b->ratelimit = cfg->ratelimit;
     b->remote_ud = cfg->remote_ud;
     b->models.remote = cfg->remote;

@@ -56,8 +56,6 @@ DC_MUST_CHECK int dc_rpc_backend_init(struct dc_rpc_backend *b, const struct dc_
                                       char *err, size_t errlen);
 void dc_rpc_backend_cleanup(struct dc_rpc_backend *b);
 
-uint64_t dc_rpc_now_ms(void);
-
 /* ---- chat requests ---- */
 
 struct dc_rpc_chat {

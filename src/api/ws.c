@@ -369,7 +369,7 @@ int dc_ws_conn_new(struct dc_ws_shared *sh, bool authed, struct dc_ws_conn **out
     wslay_event_config_set_max_recv_msg_length(c->ctx, sh->max_message);
     c->sh = sh;
     c->authed = authed;
-    c->created_ms = dc_rpc_now_ms();
+    c->created_ms = dc_mono_ms();
     snprintf(c->key_id, sizeof(c->key_id), "-");
     snprintf(c->client, sizeof(c->client), "?");
     dc_buf_init(&c->out, 0);
@@ -707,7 +707,7 @@ static void sock_linger(struct ws_sock *s)
     if (s->lingering || s->closing)
         return;
     s->lingering = true;
-    s->linger_until_ms = dc_rpc_now_ms() + 2000;
+    s->linger_until_ms = dc_mono_ms() + 2000;
     (void)shutdown(s->fd, SHUT_WR);
     uv_poll_start(&s->poll, UV_READABLE, on_poll);
 }
@@ -839,7 +839,7 @@ static void adopt(struct dc_ws *srv, struct ws_handoff *ho)
     s->srv = srv;
     s->fd = ho->fd;
     s->urh = ho->urh;
-    s->last_ping_ms = dc_rpc_now_ms();
+    s->last_ping_ms = dc_mono_ms();
     s->next = srv->socks;
     if (srv->socks != NULL)
         srv->socks->prev = s;
@@ -893,7 +893,7 @@ static void on_async(uv_async_t *h)
 static void on_timer(uv_timer_t *h)
 {
     struct dc_ws *srv = h->data;
-    uint64_t now = dc_rpc_now_ms();
+    uint64_t now = dc_mono_ms();
 
     for (struct ws_sock *s = srv->socks, *sn; s != NULL; s = sn) {
         sn = s->next;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *dc_strerror(int err)
@@ -279,4 +280,22 @@ int dc_read_full(int fd, void *p, size_t n)
         n -= (size_t)got;
     }
     return 0;
+}
+
+static uint64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t dc_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+uint64_t dc_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
 }

@@ -98,4 +98,12 @@ DC_MUST_CHECK int dc_write_all(int fd, const void *p, size_t n);
  * end of file before n bytes, or -errno. */
 DC_MUST_CHECK int dc_read_full(int fd, void *p, size_t n);
 
+/* ---- clocks ---- */
+
+/* Unix epoch milliseconds (CLOCK_REALTIME): for times that leave the process (record expiry,
+ * peerstore timestamps). */
+uint64_t dc_wall_ms(void);
+/* Milliseconds of CLOCK_MONOTONIC: for durations and deadlines inside the process. */
+uint64_t dc_mono_ms(void);
+
 #endif

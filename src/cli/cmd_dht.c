@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
 #include "base/log.h"
@@ -87,14 +86,6 @@ static bool key_has_prefix(const struct key *k, const char *prefix)
     return k->len > n && memcmp(k->bytes, prefix, n) == 0;
 }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Prints what GET found: a /democritus/ record's body, an /ipns/ record's Value, or (raw, or
  * any other namespace) the value itself; then a newline. */
 static void print_value(const struct run *r, const struct key *k, const uint8_t *v, size_t len)
@@ -103,7 +94,7 @@ static void print_value(const struct run *r, const struct key *k, const uint8_t 
     struct dc_ipns_entry e;
 
     if (!r->raw && key_has_prefix(k, DC_DHT_RECORD_PREFIX) &&
-        dc_dht_record_open(k->bytes, k->len, v, len, wall_ms(), &rec) == 0) {
+        dc_dht_record_open(k->bytes, k->len, v, len, dc_wall_ms(), &rec) == 0) {
         v = rec.body;
         len = rec.body_len;
     } else if (!r->raw && key_has_prefix(k, "/ipns/") && dc_ipns_parse(v, len, &e) == 0) {
@@ -121,7 +112,7 @@ static int sign_put_value(const struct dc_config *cfg, struct run *r)
     const struct key *k = &r->keys[0];
     struct dc_identity *me = NULL;
     char err[512], peer[DC_PEER_ID_STR_MAX];
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
     struct dc_buf b;
     int rc;
 

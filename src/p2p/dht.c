@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -130,14 +129,6 @@ struct dc_dht {
 
 static const struct dc_host_stream_cb req_stream_cb, served_stream_cb;
 
-static uint64_t wall_ms(void)
-{
-    struct timeval tv;
-
-    gettimeofday(&tv, NULL);
-    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
 static void on_kick(uv_timer_t *t);
 
 /* Schedules the processing step (see the file header). */
@@ -197,7 +188,7 @@ static int db_open(struct dc_dht *dht, const char *path)
         const void *p = sqlite3_column_blob(st, 0);
         int n = sqlite3_column_bytes(st, 0);
         if (p != NULL && n > 0)
-            (void)!dc_kad_store_load(dht->kad, p, (size_t)n, wall_ms());
+            (void)!dc_kad_store_load(dht->kad, p, (size_t)n, dc_wall_ms());
     }
     sqlite3_finalize(st);
     st = NULL;
@@ -229,7 +220,7 @@ static void db_save(struct dc_dht *dht)
         sqlite3_prepare_v2(dht->db,
                            "INSERT OR REPLACE INTO kad_store (id, saved_ms, blob) VALUES (1, ?, ?)",
                            -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)wall_ms());
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)dc_wall_ms());
         sqlite3_bind_blob(st, 2, b.data != NULL ? (const void *)b.data : "", (int)b.len,
                           SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
@@ -238,7 +229,7 @@ static void db_save(struct dc_dht *dht)
     }
     sqlite3_finalize(st);
     dc_buf_cleanup(&b);
-    dht->last_save_ms = wall_ms();
+    dht->last_save_ms = dc_wall_ms();
 }
 
 static void db_add_kept(struct dc_dht *dht, const uint8_t *key, size_t len)
@@ -290,7 +281,7 @@ static void kad_peer_learned(void *ud, const struct dc_kad_peer_info *p)
 static void req_report(struct req *r, bool ok, const uint8_t *body, size_t len)
 {
     struct op *op = r->op;
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
 
     if (r->reported)
         return;
@@ -454,7 +445,7 @@ static int req_new(struct dc_dht *dht, struct op *op, const struct dc_peer_id *p
     r->peer = *peer;
     r->expect_response = msg->type != DC_KAD_ADD_PROVIDER;
     r->liveness = op == NULL && msg->type == DC_KAD_PING; /* see liveness_check */
-    r->deadline_ms = wall_ms() + dht->request_timeout_ms;
+    r->deadline_ms = dc_wall_ms() + dht->request_timeout_ms;
     dc_buf_init(&r->out, RX_MAX);
     dc_buf_init(&r->in, RX_MAX);
     rc = dc_kad_msg_encode(msg, &r->out);
@@ -599,7 +590,7 @@ static void sv_on_data(void *ud, struct dc_host_stream *s, const uint8_t *p, siz
             goto fail;
         }
         rc = dc_kad_handle_request_bytes(dht->kad, dc_host_stream_peer(s), body, body_len,
-                                         wall_ms(), &out);
+                                         dc_wall_ms(), &out);
         dc_buf_consume(&sv->in, used);
         if (rc < 0) {
             dc_buf_cleanup(&out);
@@ -674,7 +665,7 @@ static void kept_announced(struct dc_dht *dht, const struct op *op)
         if (k->key_len == op->key_len && memcmp(k->key, op->key, op->key_len) == 0) {
             k->running = false;
             if (op->status == 0)
-                k->last_ms = wall_ms();
+                k->last_ms = dc_wall_ms();
         }
     }
 }
@@ -787,7 +778,7 @@ static void op_poll(struct op *op)
 {
     struct dc_dht *dht = op->dht;
     struct dc_kad_action a;
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
 
     if (op->finished || op->storing || op->lookup == NULL)
         return;
@@ -831,7 +822,7 @@ static void liveness_check(struct dc_dht *dht, const struct dc_peer_id *peer, ui
 static void process(struct dc_dht *dht)
 {
     struct dc_kad_action a;
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
 
     if (dht->freeing)
         return;
@@ -924,7 +915,7 @@ static int op_new(struct dc_dht *dht, enum op_kind kind, const uint8_t *key, siz
     lc.type = kind == OP_GET         ? DC_KAD_GET_VALUE
               : kind == OP_FINDPROVS ? DC_KAD_GET_PROVIDERS
                                      : DC_KAD_FIND_NODE;
-    rc = dc_kad_lookup_new(dht->kad, &lc, wall_ms(), &op->lookup);
+    rc = dc_kad_lookup_new(dht->kad, &lc, dc_wall_ms(), &op->lookup);
     if (rc < 0) {
         dc_free(op);
         return rc;
@@ -939,7 +930,7 @@ static int op_new(struct dc_dht *dht, enum op_kind kind, const uint8_t *key, siz
 /* Announces kept keys: all of them, or those never announced or due for republishing. */
 static void announce_kept(struct dc_dht *dht, bool all)
 {
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
 
     if (dc_kad_table_size(dht->kad) == 0)
         return;
@@ -968,7 +959,7 @@ static int start_self_lookup(struct dc_dht *dht)
     if (rc == 0) {
         op->self_lookup = true;
         dht->refreshing = true;
-        dht->last_refresh_ms = wall_ms();
+        dht->last_refresh_ms = dc_wall_ms();
     }
     return rc;
 }
@@ -976,7 +967,7 @@ static int start_self_lookup(struct dc_dht *dht)
 static void on_tick(uv_timer_t *t)
 {
     struct dc_dht *dht = t->data;
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
 
     if (dc_kad_table_size(dht->kad) > 0 && now - dht->last_refresh_ms >= dht->refresh_ms) {
         (void)start_self_lookup(dht);
@@ -1062,7 +1053,7 @@ int dc_dht_new(const struct dc_dht_config *cfg, struct dc_dht **out)
     dht->kick.data = dht->tick.data = dht;
     uv_unref((uv_handle_t *)&dht->tick); /* maintenance alone does not keep a loop alive */
     uv_timer_start(&dht->tick, on_tick, TICK_MS, TICK_MS);
-    dht->last_save_ms = dht->last_expire_ms = wall_ms();
+    dht->last_save_ms = dht->last_expire_ms = dc_wall_ms();
     /* The peerstore keeps routing-table peers (their addresses live there). */
     dc_host_set_keep_peer(cfg->host, dht_keep_peer, dht);
     *out = dht;
@@ -1149,7 +1140,7 @@ void dc_dht_add_server(struct dc_dht *dht, const struct dc_peer_id *peer)
 
     if (dht->freeing)
         return;
-    if (dc_kad_add_peer(dht->kad, peer, wall_ms()) < 0)
+    if (dc_kad_add_peer(dht->kad, peer, dc_wall_ms()) < 0)
         return;
     if (was_empty && dc_kad_table_size(dht->kad) > 0)
         (void)start_self_lookup(dht);
@@ -1186,7 +1177,7 @@ int dc_dht_put(struct dc_dht *dht, const uint8_t *key, size_t key_len, const uin
 
     if (value_len > DC_KAD_MAX_VALUE)
         return DC_ELIMIT;
-    rc = dc_kad_put_local(dht->kad, key, key_len, value, value_len, wall_ms());
+    rc = dc_kad_put_local(dht->kad, key, key_len, value, value_len, dc_wall_ms());
     if (rc < 0 && rc != DC_EEXIST)
         return rc;
     copy = dc_malloc(value_len > 0 ? value_len : 1);
@@ -1215,7 +1206,7 @@ int dc_dht_provide(struct dc_dht *dht, const uint8_t *key, size_t key_len, bool 
         return DC_EINVAL;
     if (!dht->client_mode) {
         self_info(dht, &self, addrs, DC_ARRAY_LEN(addrs));
-        rc = dc_kad_add_provider_local(dht->kad, key, key_len, &self, wall_ms());
+        rc = dc_kad_add_provider_local(dht->kad, key, key_len, &self, dc_wall_ms());
         if (rc < 0)
             return rc;
     }
@@ -1256,8 +1247,8 @@ int dc_dht_find_providers(struct dc_dht *dht, const uint8_t *key, size_t key_len
         dc_kad_msg_init(&resp);
         req.type = DC_KAD_GET_PROVIDERS;
         if (dc_kad_msg_set_key(&req, key, key_len) == 0 &&
-            dc_kad_handle_request(dht->kad, dc_host_peer_id(dht->host), &req, wall_ms(), &resp) ==
-                0)
+            dc_kad_handle_request(dht->kad, dc_host_peer_id(dht->host), &req, dc_wall_ms(),
+                                  &resp) == 0)
             merge_providers(op, resp.providers, resp.n_providers);
         dc_kad_msg_cleanup(&resp);
         dc_kad_msg_cleanup(&req);

@@ -47,7 +47,6 @@
 #include <netinet/in.h>
 #include <sodium.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "base/varint.h"
 #include "libp2p/identify.pb-c.h"
@@ -228,14 +227,6 @@ struct wreq {
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static uint64_t now_ms(void)
-{
-    struct timeval tv;
-
-    gettimeofday(&tv, NULL);
-    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
 
 static uint64_t yamux_now_us(void *ud)
 {
@@ -475,7 +466,7 @@ static struct peer *peer_get(struct dc_host *h, const struct dc_peer_id *id)
 static void peer_add_addr(struct peer *p, const struct dc_multiaddr *ma, enum dc_addr_source src)
 {
     struct dc_peer_info *in = &p->info;
-    uint64_t now = now_ms();
+    uint64_t now = dc_wall_ms();
     size_t k;
 
     p->dirty = true;
@@ -556,7 +547,7 @@ static int peers_save(struct dc_host *h)
     for (struct peer *p = h->peers; p != NULL; p = p->next)
         if (p->dirty)
             batch[n++] = &p->info;
-    rc = dc_peerstore_save(h->ps, batch, n, now_ms(), h->addr_ttl_ms, h->max_peers, h->ps_err,
+    rc = dc_peerstore_save(h->ps, batch, n, dc_wall_ms(), h->addr_ttl_ms, h->max_peers, h->ps_err,
                            sizeof(h->ps_err));
     dc_free(batch);
     if (rc < 0)
@@ -572,7 +563,7 @@ static void on_save_timer(uv_timer_t *t)
 
     if (h->closing)
         return;
-    peers_expire(h, now_ms());
+    peers_expire(h, dc_wall_ms());
     (void)peers_save(h);
 }
 
@@ -619,7 +610,7 @@ static int peers_open(struct dc_host *h, const char *state_dir)
          * walks the list (quadratic in the peers stored). */
         for (h->load_tail = &h->peers; *h->load_tail != NULL;)
             h->load_tail = &(*h->load_tail)->next;
-        rc = dc_peerstore_load(h->ps, now_ms(), h->addr_ttl_ms, h->max_peers, peer_load_cb, h,
+        rc = dc_peerstore_load(h->ps, dc_wall_ms(), h->addr_ttl_ms, h->max_peers, peer_load_cb, h,
                                h->ps_err, sizeof(h->ps_err));
         h->load_tail = NULL;
     }
@@ -650,7 +641,7 @@ static void peer_dial_failed(struct dc_host *h, const struct dc_peer_id *id)
         delay *= 2;
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
-    p->backoff_until_ms = now_ms() + delay;
+    p->backoff_until_ms = dc_wall_ms() + delay;
 }
 
 /* ---- connection plumbing ---------------------------------------------------------------- */
@@ -1483,7 +1474,7 @@ static void conn_close(struct conn *c, int err)
         struct peer *p = peer_find(h, &c->peer);
         if (p != NULL) {
             p->info.connected = false;
-            p->info.last_seen_ms = now_ms();
+            p->info.last_seen_ms = dc_wall_ms();
             p->dirty = true;
             if (c->outbound && c->remote.len > 0)
                 peer_add_addr(p, &c->remote, DC_ADDR_SOURCE_DIALED);
@@ -1573,7 +1564,7 @@ static void on_established(struct conn *c)
         p->dial_failures = 0;
         p->backoff_until_ms = 0;
         p->info.connected = true;
-        p->info.last_seen_ms = now_ms();
+        p->info.last_seen_ms = dc_wall_ms();
         p->dirty = true;
         if (c->outbound && c->remote.len > 0)
             peer_add_addr(p, &c->remote, DC_ADDR_SOURCE_DIALED);
@@ -1610,7 +1601,7 @@ static void ping_finish(struct ping *pg, struct dc_host_stream *s, int status, u
         struct peer *p = peer_find(pg->h, &s->c->peer);
         if (p != NULL) {
             p->info.rtt_us = rtt;
-            p->info.last_seen_ms = now_ms();
+            p->info.last_seen_ms = dc_wall_ms();
             p->dirty = true;
         }
     }
@@ -1863,7 +1854,7 @@ static void identify_store(struct ident *id, struct dc_host_stream *s)
         p->info.observed = info.observed;
     p->info.identified = true;
     p->dirty = true;
-    p->info.last_seen_ms = now_ms();
+    p->info.last_seen_ms = dc_wall_ms();
     if (!h->closing && h->ev.on_identified != NULL)
         h->ev.on_identified(h->ud, &p->info);
 }
@@ -2602,7 +2593,7 @@ int dc_host_dial(struct dc_host *h, const struct dc_multiaddr *ma, uint32_t time
     }
     if (has_expected) {
         const struct peer *p = peer_find(h, &expected);
-        if (p != NULL && p->backoff_until_ms > now_ms())
+        if (p != NULL && p->backoff_until_ms > dc_wall_ms())
             return DC_EAGAIN;
     }
     if (dns)

@@ -33,20 +33,6 @@
 #define PROVIDERS_BAND 20u
 #define PROVIDERS_ALL  64u
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- types ---- */
 
 struct centry {
@@ -269,10 +255,10 @@ static void chat_end(struct cchat *ch, enum dc_gen_finish finish, int error, con
     ev.n_generated = n_generated;
     if (finish == DC_GEN_FINISH_ERROR)
         dc_log_info(LOG, "swarm chat failed after %llu ms: %s",
-                    (unsigned long long)(mono_ms() - ch->t0_ms), msg != NULL ? msg : "");
+                    (unsigned long long)(dc_mono_ms() - ch->t0_ms), msg != NULL ? msg : "");
     else
         dc_log_info(LOG, "swarm chat ended (%s) after %llu ms, %u token(s)",
-                    dc_gen_finish_name(finish), (unsigned long long)(mono_ms() - ch->t0_ms),
+                    dc_gen_finish_name(finish), (unsigned long long)(dc_mono_ms() - ch->t0_ms),
                     n_generated);
     ch->cb->on_done(ch->ud, &ev);
     chat_unref(ch);
@@ -303,7 +289,7 @@ static struct centry *cache_find(struct dc_coord *co, const struct dc_peer_id *p
 /* Drops expired records (and, past MAX_CACHE, the oldest fetched). */
 static void cache_expire(struct dc_coord *co)
 {
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
     struct centry **pp = &co->cache;
 
     while (*pp != NULL) {
@@ -325,7 +311,7 @@ static void cache_put(struct dc_coord *co, const struct dc_expert *x)
     if (e != NULL) {
         if (x->seq >= e->x.seq)
             e->x = *x;
-        e->fetched_ms = mono_ms();
+        e->fetched_ms = dc_mono_ms();
         return;
     }
     if (co->n_cache >= MAX_CACHE) {
@@ -343,7 +329,7 @@ static void cache_put(struct dc_coord *co, const struct dc_expert *x)
     if (e == NULL)
         return;
     e->x = *x;
-    e->fetched_ms = mono_ms();
+    e->fetched_ms = dc_mono_ms();
     e->next = co->cache;
     co->cache = e;
     co->n_cache++;
@@ -457,7 +443,7 @@ static void run_end(struct run *r, bool ok, enum dc_gen_finish finish, uint32_t 
         /* Ranked last for a while, so the next chats do not wait on it again. */
         struct centry *e = cache_find(ch->co, &r->peer);
         if (e != NULL)
-            e->benched_ms = mono_ms() + BENCH_MS;
+            e->benched_ms = dc_mono_ms() + BENCH_MS;
     }
     if (!ok) {
         dc_log_info(LOG, "expert %s%s failed: %s", r->peer_text, r->local ? " (local)" : "",
@@ -883,7 +869,7 @@ static void route_finish(struct cchat *ch)
     {
         struct cand tmp[MAX_CANDS];
         size_t n_t = 0, n_b = 0;
-        uint64_t now = mono_ms();
+        uint64_t now = dc_mono_ms();
         bool benched[MAX_CANDS];
         for (size_t i = 0; i < ch->n_cands; i++) {
             struct centry *e = ch->cands[i].local ? NULL : cache_find(co, &ch->cands[i].peer);
@@ -928,7 +914,7 @@ static void route_finish(struct cchat *ch)
                                     ch->cands[i].local ? ", local" : "");
     }
     dc_log_info(LOG, "swarm chat routed in %llu ms to %zu of %zu candidate(s): %s",
-                (unsigned long long)(mono_ms() - ch->t0_ms), n_pick, ch->n_cands,
+                (unsigned long long)(dc_mono_ms() - ch->t0_ms), n_pick, ch->n_cands,
                 off > 0 ? line : "");
     ch->next_cand = n_pick;
     /* Start them all before concluding anything: a run that fails at once fails over into
@@ -967,7 +953,7 @@ static void on_record(void *ud, int status, const struct dc_dht_result *res)
     struct dc_expert x;
 
     if (status == 0 && res != NULL && res->value != NULL) {
-        int rc = dc_expert_open(f->key, f->key_len, res->value, res->value_len, wall_ms(), &x);
+        int rc = dc_expert_open(f->key, f->key_len, res->value, res->value_len, dc_wall_ms(), &x);
         if (rc == 0 && !ch->co->closed &&
             !dc_peer_id_equal(&x.peer, dc_identity_peer_id(ch->co->identity))) {
             cache_put(ch->co, &x);
@@ -989,7 +975,8 @@ static void fetch_record(struct cchat *ch, const struct dc_peer_id *p)
     if (dc_peer_id_equal(p, dc_identity_peer_id(co->identity)))
         return;
     e = cache_find(co, p);
-    if (e != NULL && mono_ms() - e->fetched_ms < co->refresh_ms && e->x.expires_ms > wall_ms())
+    if (e != NULL && dc_mono_ms() - e->fetched_ms < co->refresh_ms &&
+        e->x.expires_ms > dc_wall_ms())
         return;
     for (size_t i = 0; i < ch->n_fetching; i++)
         if (dc_peer_id_equal(&ch->fetching[i], p))
@@ -1050,7 +1037,7 @@ static void lookup(struct cchat *ch, const uint8_t *key, size_t len, uint32_t ma
 static void route_start(struct cchat *ch)
 {
     struct dc_coord *co = ch->co;
-    uint64_t now = mono_ms();
+    uint64_t now = dc_mono_ms();
 
     ch->pending = 1; /* this function's, dropped at the end */
     /* A small swarm whose every expert the background refresh has just seen: rank the cache
@@ -1099,7 +1086,7 @@ static void discover(struct dc_coord *co)
     ch->discovery = true;
     ch->pending = 1;
     co->discovering = true;
-    co->last_refresh_ms = mono_ms();
+    co->last_refresh_ms = dc_mono_ms();
     co->peers_changed = false;
     lookup(ch, (const uint8_t *)DC_EXPERTS_KEY, strlen(DC_EXPERTS_KEY), PROVIDERS_ALL);
     for (struct centry *e = co->cache; e != NULL; e = e->next)
@@ -1122,7 +1109,7 @@ static void on_discover(uv_timer_t *t)
 /* Routes the chats whose lookups have ended or run out of time. */
 static void route_ready(struct dc_coord *co)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = dc_mono_ms();
     struct cchat *ch = co->chats;
 
     while (ch != NULL) {
@@ -1248,7 +1235,7 @@ static void publish(struct dc_coord *co)
     struct dc_buf val;
     uint8_t key[DC_KAD_MAX_KEY];
     size_t key_len;
-    uint64_t now = wall_ms();
+    uint64_t now = dc_wall_ms();
     uint64_t ttl = 3ull * co->republish_ms;
     int rc;
 
@@ -1434,7 +1421,7 @@ int dc_coord_chat(struct dc_coord *co, const struct dc_infer_request *req, uint3
     ch->cb = cb;
     ch->ud = ud;
     ch->refs = 1;
-    ch->t0_ms = mono_ms();
+    ch->t0_ms = dc_mono_ms();
     ch->msgs = dc_calloc(req->n_messages, sizeof(*ch->msgs));
     if (ch->msgs == NULL)
         goto nomem;
