@@ -148,6 +148,7 @@ struct dc_coord {
 
     struct centry *cache;
     size_t n_cache;
+    bool snap_dirty; /* the cache changed since the last snap_update */
     struct centry self;
     bool has_self;
 
@@ -298,6 +299,7 @@ static void cache_expire(struct dc_coord *co)
             *pp = e->next;
             dc_free(e);
             co->n_cache--;
+            co->snap_dirty = true;
         } else {
             pp = &e->next;
         }
@@ -308,6 +310,7 @@ static void cache_put(struct dc_coord *co, const struct dc_expert *x)
 {
     struct centry *e = cache_find(co, &x->peer);
 
+    co->snap_dirty = true;
     if (e != NULL) {
         if (x->seq >= e->x.seq)
             e->x = *x;
@@ -827,7 +830,7 @@ static void route_finish(struct cchat *ch)
 {
     struct dc_coord *co = ch->co;
     const struct dc_expert *cands[MAX_CACHE + 1];
-    bool local[MAX_CACHE + 1];
+    bool local[MAX_CACHE + 1], ranked[MAX_CACHE + 1] = {false};
     struct dc_expert_rank rk[MAX_CANDS];
     size_t n = 0, k, n_pick;
     char line[512];
@@ -850,15 +853,13 @@ static void route_finish(struct cchat *ch)
         ch->cands[i].peer = cands[rk[i].index]->peer;
         ch->cands[i].local = local[rk[i].index];
         ch->cands[i].similarity = rk[i].similarity;
+        ranked[rk[i].index] = true;
     }
     ch->n_cands = k;
-    /* Experts the ranking left out (nothing in common with the prompt) still serve, least
-     * loaded first... in cache order here: they only fill places the ranking could not. */
+    /* Experts the ranking left out (nothing in common with the prompt) still serve, in cache
+     * order: they only fill places the ranking could not. */
     for (size_t i = 0; i < n && ch->n_cands < MAX_CANDS; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < k; j++)
-            seen |= rk[j].index == i;
-        if (seen || strcmp(cands[i]->embedder, DC_EMBEDDER_ID) != 0)
+        if (ranked[i] || strcmp(cands[i]->embedder, DC_EMBEDDER_ID) != 0)
             continue;
         ch->cands[ch->n_cands].peer = cands[i]->peer;
         ch->cands[ch->n_cands].local = local[i];
@@ -932,9 +933,11 @@ static void route_step_done(struct cchat *ch)
 {
     if (--ch->pending > 0)
         return;
+    /* One snapshot per round of lookups, not one per record fetched. */
+    if (ch->co->snap_dirty)
+        snap_update(ch->co);
     if (ch->discovery) {
         ch->co->discovering = false;
-        snap_update(ch->co);
     } else if (!ch->ended) {
         route_finish(ch);
     }
@@ -957,7 +960,6 @@ static void on_record(void *ud, int status, const struct dc_dht_result *res)
         if (rc == 0 && !ch->co->closed &&
             !dc_peer_id_equal(&x.peer, dc_identity_peer_id(ch->co->identity))) {
             cache_put(ch->co, &x);
-            snap_update(ch->co);
         } else if (rc < 0)
             dc_log_debug(LOG, "capability record refused: %s", dc_strerror(rc));
     }
@@ -1101,7 +1103,8 @@ static void on_discover(uv_timer_t *t)
 
     cache_expire(co);
     discover(co);
-    snap_update(co);
+    if (co->snap_dirty)
+        snap_update(co);
 }
 
 /* ---- the loop's wake-ups ---- */
@@ -1563,6 +1566,7 @@ static void snap_update(struct dc_coord *co)
 
     if (a == NULL)
         return;
+    co->snap_dirty = false;
     if (co->has_self)
         json_array_append_new(a, expert_json(&co->self.x, true));
     for (struct centry *e = co->cache; e != NULL; e = e->next)
