@@ -324,58 +324,43 @@ static enum MHD_Result unavailable(struct dc_api_req *r)
     return dc_api_send_error(r, &e);
 }
 
-enum MHD_Result dc_admin_get_peers(struct dc_api_req *r)
+/* {"<member>": <the array a daemon hook returns>}, or 503 without the hook. */
+static enum MHD_Result send_hook_array(struct dc_api_req *r, const char *member,
+                                       int (*hook)(void *ud, char **out, size_t *len))
 {
     struct dc_api *api = r->api;
-    char *peers = NULL;
+    char *arr = NULL;
     size_t n = 0;
     struct dc_buf b;
     enum MHD_Result ret;
     int rc;
 
-    if (api->peers_json == NULL)
+    if (hook == NULL)
         return unavailable(r);
-    rc = api->peers_json(api->peers_ud, &peers, &n);
+    rc = hook(api->peers_ud, &arr, &n);
     if (rc < 0)
         return MHD_NO;
     dc_buf_init(&b, 0);
-    rc = dc_buf_append_str(&b, "{\"peers\":");
+    rc = dc_buf_printf(&b, "{\"%s\":", member);
     if (rc == 0)
-        rc = dc_buf_append(&b, peers, n);
+        rc = dc_buf_append(&b, arr, n);
     if (rc == 0)
         rc = dc_buf_append_str(&b, "}");
-    dc_free(peers);
+    dc_free(arr);
     ret =
         rc == 0 ? dc_api_send_buf(r, 200, (const char *)b.data, b.len, "application/json") : MHD_NO;
     dc_buf_cleanup(&b);
     return ret;
 }
 
+enum MHD_Result dc_admin_get_peers(struct dc_api_req *r)
+{
+    return send_hook_array(r, "peers", r->api->peers_json);
+}
+
 enum MHD_Result dc_admin_get_experts(struct dc_api_req *r)
 {
-    struct dc_api *api = r->api;
-    char *experts = NULL;
-    size_t n = 0;
-    struct dc_buf b;
-    enum MHD_Result ret;
-    int rc;
-
-    if (api->experts_json == NULL)
-        return unavailable(r);
-    rc = api->experts_json(api->peers_ud, &experts, &n);
-    if (rc < 0)
-        return MHD_NO;
-    dc_buf_init(&b, 0);
-    rc = dc_buf_append_str(&b, "{\"experts\":");
-    if (rc == 0)
-        rc = dc_buf_append(&b, experts, n);
-    if (rc == 0)
-        rc = dc_buf_append_str(&b, "}");
-    dc_free(experts);
-    ret =
-        rc == 0 ? dc_api_send_buf(r, 200, (const char *)b.data, b.len, "application/json") : MHD_NO;
-    dc_buf_cleanup(&b);
-    return ret;
+    return send_hook_array(r, "experts", r->api->experts_json);
 }
 
 /* ---- /api/peers/connect ---- */

@@ -79,6 +79,9 @@ struct json_t;
 int cli_admin_array(const struct cli_ctx *ctx, const char *url, const char *path,
                     const char *member, struct json_t **root, struct json_t **array);
 
+/* Prints 'v' as indented JSON on stdout (what --json prints). Returns 0, or 1 out of memory. */
+int cli_print_json(const struct json_t *v);
+
 int cli_cmd_daemon(int argc, char **argv);
 int cli_cmd_id(int argc, char **argv);
 int cli_cmd_keygen(int argc, char **argv);

@@ -148,6 +148,17 @@ int cli_admin_array(const struct cli_ctx *ctx, const char *url, const char *path
     return rc;
 }
 
+int cli_print_json(const json_t *v)
+{
+    char *text = json_dumps(v, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+
+    if (text == NULL)
+        return 1;
+    puts(text);
+    free(text);
+    return 0;
+}
+
 /* Parses a whole positive number no larger than 'max'. */
 static bool parse_count(const char *s, long max, long *out)
 {

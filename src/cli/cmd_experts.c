@@ -65,13 +65,7 @@ int cli_cmd_experts(int argc, char **argv)
     if (rc != 0)
         return rc;
     if (as_json) {
-        char *text = json_dumps(experts, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
-        if (text == NULL) {
-            rc = 1;
-            goto out;
-        }
-        puts(text);
-        free(text);
+        rc = cli_print_json(experts);
         goto out;
     }
     if (json_array_size(experts) == 0) {

@@ -75,13 +75,7 @@ int cli_cmd_peers(int argc, char **argv)
     if (rc != 0)
         return rc;
     if (as_json) {
-        char *text = json_dumps(peers, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
-        if (text == NULL) {
-            rc = 1;
-            goto out;
-        }
-        puts(text);
-        free(text);
+        rc = cli_print_json(peers);
         goto out;
     }
     if (json_array_size(peers) == 0) {
