@@ -9,20 +9,11 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
   startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, run,
+  tinyModel, GGUF_GEN,
 } from './lib.mjs';
 
 const BUILD = process.env.DC_BUILD_DIR;
-const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
 const EXAMPLE = BUILD ? join(BUILD, 'bin', 'dc-ask-example') : null;
-
-function makeModel(dir) {
-  const path = join(dir, 'tiny.gguf');
-  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
-    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', '1', '-o', path],
-  { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return path;
-}
 
 async function start(root, name, model, extra = []) {
   const state = join(root, name);
@@ -45,7 +36,7 @@ test('ask: plain, streamed, keys, the example program', { skip: skipModel && 'no
   async () => {
     const root = tempDir('dc-ask-');
     try {
-      const model = makeModel(root);
+      const model = tinyModel(root);
       const n = await start(root, 's', model, ['--api-key', 'sekrit']);
       const base = ['--state-dir', n.state, '--api-key', 'sekrit'];
 
@@ -205,7 +196,7 @@ test('ask --peer: dials through the daemon, then forwards to the peer',
   { skip: skipModel && 'no gguf-gen' }, async () => {
     const root = tempDir('dc-ask-peer-');
     try {
-      const model = makeModel(root);
+      const model = tinyModel(root);
       const a = await start(root, 'a', model);
       const b = await start(root, 'b', model);
       // The answer itself is compared with the peer's in remote.test.mjs.

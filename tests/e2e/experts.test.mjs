@@ -11,13 +11,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import {
   startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, run, waitFor,
+  tinyModel, GGUF_GEN,
 } from './lib.mjs';
 
-const BUILD = process.env.DC_BUILD_DIR;
-const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
 const skip = (!GGUF_GEN || !existsSync(GGUF_GEN)) && 'no gguf-gen';
 
 const DESC = {
@@ -33,19 +31,11 @@ const PROMPT = {
   math: 'Solve the equation x^2 + 3x = 10 and compute the integral of x^2',
 };
 
-function makeModel(dir, seed) {
-  const path = join(dir, `tiny-${seed}.gguf`);
-  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
-    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', String(seed), '-o', path],
-  { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return path;
-}
-
 async function start(root, name, seed, extra = []) {
   const state = join(root, name);
   const d = startDaemon([...loopbackFlags(state), '--models-dir', join(root, 'none'),
-    '--model', makeModel(root, seed), '--temperature', '0', '--description', DESC[name],
+    '--model', tinyModel(root, seed, `tiny-${seed}.gguf`), '--temperature', '0',
+    '--description', DESC[name],
     '--lookup-timeout-ms', '1500', ...extra], { timeout: 60000 });
   const ready = parseReady(await d.ready);
   return { d, state, url: ready.rest, p2p: ready.p2p.split(',')[0], peer: ready.peer };

@@ -13,6 +13,21 @@ if (!BIN) {
   process.exit(77);
 }
 
+const BUILD = process.env.DC_BUILD_DIR;
+// gguf-gen of the build under test, or null (tests that need a model skip without it).
+export const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
+
+// Writes a tiny llama GGUF (dim 64, 2 layers, vocab 512, f32) with random weights from 'seed'
+// to dir/name and returns its path: different seeds are different models.
+export function tinyModel(dir, seed = 1, name = 'tiny.gguf') {
+  const path = join(dir, name);
+  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
+    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', String(seed), '-o', path],
+  { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`gguf-gen failed: ${r.stderr}`);
+  return path;
+}
+
 const live = new Set();
 
 // Kills every daemon a test started and has not stopped; tests call it in their finally.

@@ -9,23 +9,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import {
   startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, run,
+  tinyModel, GGUF_GEN,
 } from './lib.mjs';
 
-const BUILD = process.env.DC_BUILD_DIR;
-const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
 const skip = (!GGUF_GEN || !existsSync(GGUF_GEN)) && 'no gguf-gen';
-
-function makeModel(dir, seed) {
-  const path = join(dir, `tiny-${seed}.gguf`);
-  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
-    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', String(seed), '-o', path],
-  { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return path;
-}
 
 async function start(root, name, model, extra = []) {
   const state = join(root, name);
@@ -66,8 +55,8 @@ test('remote chat: model "<PeerId>" answers with the peer\'s model, plain and st
   { skip, timeout: 180000 }, async () => {
     const root = tempDir('dc-remote-');
     try {
-      const a = await start(root, 'a', makeModel(root, 1));
-      const b = await start(root, 'b', makeModel(root, 2),
+      const a = await start(root, 'a', tinyModel(root, 1, 'tiny-1.gguf'));
+      const b = await start(root, 'b', tinyModel(root, 2, 'tiny-2.gguf'),
         ['--remote-max-tokens', '32', '--remote-requests-per-minute', '6']);
 
       // B's greedy answer, asked directly; and A's own, which differs (another model).
@@ -178,7 +167,7 @@ test('remote chat: a peer that does not serve remote requests gives 403 peer_ref
   { skip, timeout: 120000 }, async () => {
     const root = tempDir('dc-remote-refuse-');
     try {
-      const model = makeModel(root, 1);
+      const model = tinyModel(root, 1, 'tiny-1.gguf');
       const a = await start(root, 'a', model);
       const c = await start(root, 'c', model, ['--serve-remote', 'false']);
       await connect(a, c);

@@ -11,13 +11,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import {
   startDaemon, tempDir, removeDir, loopbackFlags, parseReady, killAll, waitFor,
+  tinyModel, GGUF_GEN,
 } from './lib.mjs';
 
-const BUILD = process.env.DC_BUILD_DIR;
-const GGUF_GEN = BUILD ? join(BUILD, 'bin', 'gguf-gen') : null;
 
 async function start(root, extra = []) {
   const models = join(root, 'models');
@@ -333,14 +331,6 @@ test('rest: slow-loris clients are cut off by the timeouts; others are served me
 
 // ---- with a real (tiny) model ----
 
-function makeModel(dir) {
-  const out = join(dir, 'tiny.gguf');
-  const r = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '64', '--layers', '2', '--heads', '4',
-    '--kv-heads', '4', '--vocab', '512', '--type', 'f32', '--seed', '1', '-o', out], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return out;
-}
-
 async function readSSE(res) {
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type'), /^text\/event-stream/);
@@ -359,7 +349,7 @@ test('rest: chat, streaming, completions, embeddings on a tiny model', { skip: !
   const root = tempDir('dc-rest-');
   try {
     mkdirSync(join(root, 'models'), { recursive: true });
-    makeModel(join(root, 'models'));
+    tinyModel(join(root, 'models'));
     const { d, url } = await start(root, ['--parallel', '2', '--max-context', '1024']);
     const h = await health(url);
     assert.equal(h.model.id, 'tiny');
@@ -494,7 +484,7 @@ test('rest: a full queue answers 429 with Retry-After', { skip: !haveModel && 'n
   const root = tempDir('dc-rest-');
   try {
     mkdirSync(join(root, 'models'), { recursive: true });
-    makeModel(join(root, 'models'));
+    tinyModel(join(root, 'models'));
     const { d, url } = await start(root, ['--parallel', '1', '--max-queue', '1', '--max-context', '512']);
     const req = () => post(url, '/v1/completions', { prompt: 'a', max_tokens: 400, temperature: 1 });
     const all = await Promise.all(Array.from({ length: 6 }, req));
@@ -517,7 +507,7 @@ test('rest: a priority key\'s request leaves the queue before an earlier one of 
   const root = tempDir('dc-rest-');
   try {
     mkdirSync(join(root, 'models'), { recursive: true });
-    makeModel(join(root, 'models'));
+    tinyModel(join(root, 'models'));
     const { d, url } = await start(root, ['--parallel', '1', '--max-queue', '4', '--max-context', '512',
       '--api-key', 'sk-plain', '--priority-api-key', 'sk-first']);
     const auth = (k) => ({ authorization: `Bearer ${k}` });
