@@ -347,6 +347,7 @@ enum MHD_Result dc_rest_post(struct dc_api_req *r)
 {
     struct dc_api *api = r->api;
     struct dc_api_error e;
+    enum dc_api_target target;
     int rc;
 
     if (r->route == DC_ROUTE_API_PEERS_CONNECT)
@@ -355,9 +356,9 @@ enum MHD_Result dc_rest_post(struct dc_api_req *r)
                               &api->popts, &r->preq, &e);
     if (rc < 0)
         return dc_api_send_error(r, &e);
-    r->remote = dc_api_model_target(&api->models, r->preq.model) == DC_API_TARGET_PEER;
+    target = dc_api_model_target(&api->models, r->preq.model);
+    r->remote = target == DC_API_TARGET_PEER;
     if (r->remote) {
-        enum dc_api_target target;
         struct dc_engine *none;
 
         /* For a PeerId this never blocks: it checks what a peer can take, at once. */
@@ -382,8 +383,8 @@ enum MHD_Result dc_rest_post(struct dc_api_req *r)
      * start it here, without waking a worker (one thread hand-off less before the first
      * token). A large body (a long prompt to tokenize), a registry model (maybe a load) and
      * embeddings (which wait for the engine) go to the workers. */
-    if (!r->remote && r->preq.kind != DC_API_EMBEDDING && r->body.len <= INLINE_MAX_BODY &&
-        dc_api_model_target(&api->models, r->preq.model) == DC_API_TARGET_DEFAULT)
+    if (target == DC_API_TARGET_DEFAULT && r->preq.kind != DC_API_EMBEDDING &&
+        r->body.len <= INLINE_MAX_BODY)
         dc_api_start_inline(r);
     else
         dc_api_job_push(r, DC_JOB_START);
