@@ -1561,6 +1561,12 @@ static uint32_t step_prompt_cap(const struct dc_engine *e, uint32_t n_gen, uint3
 static void step_account(struct dc_engine *e, uint32_t n_gen, uint32_t n_prompt, bool budgeted,
                          double decode_ms, double step_ms)
 {
+    /* What the estimate in force when the step was built predicted for it (the cap keeps it
+     * within the budget unless the floor of PREFILL_CHUNK_MIN tokens applies). */
+    bool pred_over =
+        budgeted && e->cost_tokens > 0.0 && n_prompt > PREFILL_CHUNK_MIN &&
+        (double)(n_gen + n_prompt) * e->cost_ms / e->cost_tokens > e->budget_ms * 1.001;
+
     if (n_prompt > 0) {
         e->cost_ms = e->cost_ms * COST_DECAY + decode_ms;
         e->cost_tokens = e->cost_tokens * COST_DECAY + (double)(n_gen + n_prompt);
@@ -1570,6 +1576,7 @@ static void step_account(struct dc_engine *e, uint32_t n_gen, uint32_t n_prompt,
     if (n_prompt > 0 && budgeted) {
         e->sstats.budgeted++;
         e->sstats.budgeted_over += step_ms > 2.0 * e->budget_ms;
+        e->sstats.budgeted_pred_over += pred_over;
         if (step_ms > e->sstats.budgeted_ms_max)
             e->sstats.budgeted_ms_max = step_ms;
     }

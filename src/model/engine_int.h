@@ -43,15 +43,18 @@ size_t dc_engine_stop_scan(const char *t, size_t n, char *const *stop, const siz
 
 /* What the scheduler measured of its own steps (for the unit test and diagnostics). */
 struct dc_engine_step_stats {
-    uint32_t budget_ms;     /* the step budget in force */
-    uint64_t steps;         /* decodes the scheduler ran for generation */
-    uint64_t budgeted;      /* of which carried prompt tokens and more than one sequence and
-                               could not be stopped by a cancel: the steps the budget governs */
-    uint64_t budgeted_over; /* of those, how many took more than twice the budget */
-    double budgeted_ms_max; /* the longest of those, decode and output handling */
-    double ms_per_token;    /* the current cost estimate, 0 before the first timed step */
-    uint64_t aborted;       /* decodes stopped because every sequence in them was cancelled */
-    uint64_t queue_reaped;  /* cancelled queued requests ended from inside a decode */
+    uint32_t budget_ms;          /* the step budget in force */
+    uint64_t steps;              /* decodes the scheduler ran for generation */
+    uint64_t budgeted;           /* of which carried prompt tokens and more than one sequence and
+                                    could not be stopped by a cancel: the steps the budget governs */
+    uint64_t budgeted_over;      /* of those, how many took more than twice the budget */
+    double budgeted_ms_max;      /* the longest of those, decode and output handling */
+    uint64_t budgeted_pred_over; /* of those, how many the cost estimate at the time predicted
+                                    over the budget with more than the least prompt chunk: the
+                                    scheduler's own promise, 0 unless it is broken */
+    double ms_per_token;         /* the current cost estimate, 0 before the first timed step */
+    uint64_t aborted;            /* decodes stopped because every sequence in them was cancelled */
+    uint64_t queue_reaped;       /* cancelled queued requests ended from inside a decode */
 };
 
 /* Thread-safe snapshot of the step statistics. */
