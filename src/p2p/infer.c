@@ -214,6 +214,7 @@ static int view_request(struct dc_infer_frame *f, Democritus__P2p__InferRequest 
         return DC_ELIMIT;
     r->want_logprobs = m->has_want_logprobs && m->want_logprobs;
     r->model = m->model;
+    r->continue_text = m->continue_text;
     return 0;
 }
 
@@ -555,6 +556,7 @@ int dc_infer_request_encode(const struct dc_infer_request *req, struct dc_buf *o
     m.has_want_logprobs = req->want_logprobs;
     m.want_logprobs = req->want_logprobs;
     m.model = (char *)req->model;
+    m.continue_text = (char *)req->continue_text;
     body = pack_message(&m.base, &len);
     if (body == NULL) {
         rc = DC_ENOMEM;

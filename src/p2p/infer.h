@@ -57,6 +57,9 @@ struct dc_infer_request {
     uint32_t n_logprobs; /* 0..DC_INFER_MAX_TOP */
     bool want_logprobs;
     const char *model; /* NULL: the server's default */
+    /* NULL, or the start of the assistant's answer to continue (a backup expert taking over
+     * an answer part of which the caller already has): appended to the rendered chat. */
+    const char *continue_text;
 };
 
 struct dc_infer_top {

@@ -108,6 +108,12 @@ struct cchat {
     bool starting; /* route_finish is starting the runs: do not conclude yet */
     bool emitted;  /* a token reached the caller */
     struct dc_gen *synth;
+    /* direct mode: the answer's text that reached the caller, and the tokens of it that runs
+     * which failed afterwards wrote; a backup expert continues from there */
+    struct dc_buf sent;
+    uint32_t carried_tokens;
+    bool sent_lost; /* 'sent' could not hold it all (memory): no continuation */
+    char *cont;     /* the NUL-terminated copy of 'sent' the running continuation was given */
 };
 
 /* A local engine event, copied for the loop. */
@@ -190,6 +196,8 @@ static void chat_free(struct cchat *ch)
         dc_free(ch->stop[i]);
     for (size_t i = 0; i < ch->n_runs; i++)
         dc_buf_cleanup(&ch->runs[i].text);
+    dc_buf_cleanup(&ch->sent);
+    dc_free(ch->cont);
     dc_free(ch);
 }
 
@@ -419,6 +427,8 @@ static void run_token(struct run *r, const struct dc_gen_event *ev)
         return;
     if (ch->direct) {
         ch->emitted = true;
+        if (ev->text_len > 0 && dc_buf_append(&ch->sent, ev->text, ev->text_len) < 0)
+            ch->sent_lost = true;
         ch->cb->on_token(ch->ud, ev);
         return;
     }
@@ -451,13 +461,26 @@ static void run_end(struct run *r, bool ok, enum dc_gen_finish finish, uint32_t 
     if (!ok) {
         dc_log_info(LOG, "expert %s%s failed: %s", r->peer_text, r->local ? " (local)" : "",
                     r->err);
-        /* Failover: the next candidate, unless tokens of this answer already reached the
-         * caller. */
-        if (!(ch->direct && ch->emitted) && ch->next_cand < ch->n_cands &&
-            ch->failovers < ch->co->max_failovers && ch->n_runs < MAX_RUNS) {
+        /* Failover: the next candidate. Where part of this answer already reached the caller
+         * (one expert, streamed through), the backup continues it from there. */
+        if (ch->next_cand < ch->n_cands && ch->failovers < ch->co->max_failovers &&
+            ch->n_runs < MAX_RUNS && !(ch->direct && ch->sent_lost)) {
+            char next[DC_PEER_ID_STR_MAX];
+
             ch->failovers++;
             atomic_fetch_add(&ch->co->n_failovers, 1);
-            dc_log_info(LOG, "failing over to expert %zu of %zu", ch->next_cand + 1, ch->n_cands);
+            if (dc_peer_id_to_string(&ch->cands[ch->next_cand].peer, next, sizeof(next)) < 0)
+                snprintf(next, sizeof(next), "?");
+            if (ch->direct && ch->emitted) {
+                ch->carried_tokens += r->n_tokens;
+                dc_log_info(LOG,
+                            "failing over to expert %zu of %zu (%s), which continues the answer "
+                            "after %zu bytes (%u tokens)",
+                            ch->next_cand + 1, ch->n_cands, next, ch->sent.len, ch->carried_tokens);
+            } else {
+                dc_log_info(LOG, "failing over to expert %zu of %zu (%s)", ch->next_cand + 1,
+                            ch->n_cands, next);
+            }
             run_start(ch, &ch->cands[ch->next_cand++]);
             return;
         }
@@ -574,6 +597,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
 {
     struct dc_coord *co = ch->co;
     struct run *r = &ch->runs[ch->n_runs++];
+    struct dc_infer_request q = ch->req;
     int rc;
 
     r->ch = ch;
@@ -585,6 +609,23 @@ static void run_start(struct cchat *ch, const struct cand *c)
     if (dc_peer_id_to_string(&c->peer, r->peer_text, sizeof(r->peer_text)) < 0)
         snprintf(r->peer_text, sizeof(r->peer_text), "?");
     atomic_fetch_add(&co->n_routed, 1);
+    if (ch->direct && ch->sent.len > 0) {
+        /* A continuation: the answer so far, and what is left of max_tokens. */
+        dc_free(ch->cont);
+        ch->cont = dc_strndup((const char *)ch->sent.data, ch->sent.len);
+        if (ch->cont == NULL) {
+            run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, "out of memory");
+            return;
+        }
+        q.continue_text = ch->cont;
+        if (q.max_tokens > 0) {
+            if ((uint32_t)q.max_tokens <= ch->carried_tokens) {
+                run_end(r, true, DC_GEN_FINISH_LENGTH, 0, 0, NULL);
+                return;
+            }
+            q.max_tokens -= (int32_t)ch->carried_tokens;
+        }
+    }
     if (c->local) {
         struct dc_gen_request g;
         char *prompt = NULL;
@@ -594,11 +635,18 @@ static void run_start(struct cchat *ch, const struct cand *c)
             return;
         }
         rc = render(co->engine, ch->msgs, ch->n_msgs, &prompt);
+        if (rc == 0 && q.continue_text != NULL) {
+            char *full = dc_asprintf("%s%s", prompt, q.continue_text);
+            dc_free(prompt);
+            prompt = full;
+            rc = full != NULL ? 0 : DC_ENOMEM;
+        }
         if (rc < 0) {
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, dc_strerror(rc));
             return;
         }
         gen_request_from(ch, prompt, &g);
+        g.max_tokens = q.max_tokens;
         rc = local_submit(ch, &g, false, r, &r->gen);
         dc_free(prompt);
         if (rc < 0) {
@@ -619,8 +667,8 @@ static void run_start(struct cchat *ch, const struct cand *c)
                 addr = &a;
             }
         }
-        rc = dc_infer_call_start(co->loop, co->host, &c->peer, addr, &ch->req,
-                                 co->expert_timeout_ms, &remote_cb, r, &r->ic);
+        rc = dc_infer_call_start(co->loop, co->host, &c->peer, addr, &q, co->expert_timeout_ms,
+                                 &remote_cb, r, &r->ic);
         if (rc < 0) {
             char why[160];
             r->ic = NULL;
@@ -799,7 +847,8 @@ static void chat_maybe_finish(struct cchat *ch)
     if (ch->direct) {
         struct run *last = &ch->runs[ch->n_runs - 1];
         if (last->state == RUN_OK)
-            chat_end(ch, last->finish, 0, NULL, last->n_prompt, last->n_tokens);
+            chat_end(ch, last->finish, 0, NULL, last->n_prompt,
+                     ch->carried_tokens + last->n_tokens);
         else
             chat_fail(ch, DC_EPEER, "The chosen expert %s failed: %s%s", last->peer_text, last->err,
                       ch->emitted ? " (after part of its answer was sent)" : "");
@@ -1423,6 +1472,7 @@ int dc_coord_chat(struct dc_coord *co, const struct dc_infer_request *req, uint3
     ch->co = co;
     ch->cb = cb;
     ch->ud = ud;
+    dc_buf_init(&ch->sent, 1u << 20);
     ch->refs = 1;
     ch->t0_ms = dc_mono_ms();
     ch->msgs = dc_calloc(req->n_messages, sizeof(*ch->msgs));
@@ -1444,6 +1494,7 @@ int dc_coord_chat(struct dc_coord *co, const struct dc_infer_request *req, uint3
     }
     ch->req = *req;
     ch->req.model = NULL;
+    ch->req.continue_text = NULL;
     ch->req.messages = ch->msgs;
     for (size_t i = 0; i < ch->n_stop; i++)
         ch->req.stop[i] = ch->stop[i];

@@ -20,8 +20,9 @@
  *   2. dispatch - the N experts run in parallel over /democritus/infer/1.0.0 (signed, verified
  *                tokens); an expert that fails before its answer ends is replaced by the next
  *                candidate (failover), up to 'max_failovers' times per chat.
- *   3. aggregate - one answer: streamed through as it arrives (failover then only before its
- *                first token). Several: once all have ended, the local engine writes one
+ *   3. aggregate - one answer: streamed through as it arrives (after a failure mid-way, the
+ *                replacement continues the text already sent: InferRequest.continue_text).
+ *                Several: once all have ended, the local engine writes one
  *                answer from them (Mixture-of-Agents synthesis) and that is streamed; a node
  *                without a model returns the medoid (the answer closest to all the others).
  *

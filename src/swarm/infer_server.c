@@ -82,6 +82,7 @@ struct req {
     struct dc_chat_msg *msgs;
     size_t n_msgs;
     char *model;
+    char *cont; /* NULL, or the answer's start to continue */
     char *stop[DC_INFER_MAX_STOP];
     size_t n_stop;
     struct dc_sampling sampling;
@@ -109,6 +110,7 @@ struct work {
     const char *model;
     const struct dc_chat_msg *msgs;
     size_t n_msgs;
+    const char *cont;
     /* out */
     int rc;
     char *err;
@@ -234,6 +236,7 @@ static void req_free(struct req *r)
     }
     dc_free(r->msgs);
     dc_free(r->model);
+    dc_free(r->cont);
     for (size_t i = 0; i < r->n_stop; i++)
         dc_free(r->stop[i]);
     dc_free(r);
@@ -464,6 +467,13 @@ static void work_run(uv_work_t *w)
     wk->rc = dc_registry_acquire(wk->reg, wk->model, &wk->engine, &wk->err);
     if (wk->rc == 0)
         wk->rc = dc_engine_chat_render(wk->engine, wk->msgs, wk->n_msgs, true, &prompt, &fallback);
+    if (wk->rc == 0 && wk->cont != NULL) {
+        /* A continuation: the answer so far follows the generation prompt. */
+        char *full = dc_asprintf("%s%s", prompt, wk->cont);
+        dc_free(prompt);
+        prompt = full;
+        wk->rc = full != NULL ? 0 : DC_ENOMEM;
+    }
     if (wk->rc == 0)
         wk->rc = dc_engine_tokenize(wk->engine, prompt, strlen(prompt), true, true, &wk->ids,
                                     &wk->n_ids);
@@ -605,6 +615,11 @@ static int req_take(struct req *r, const struct dc_infer_request *q)
         if (r->model == NULL)
             return DC_ENOMEM;
     }
+    if (q->continue_text != NULL && q->continue_text[0] != '\0') {
+        r->cont = dc_strdup(q->continue_text);
+        if (r->cont == NULL)
+            return DC_ENOMEM;
+    }
     for (size_t i = 0; i < q->n_stop; i++, r->n_stop++) {
         r->stop[i] = dc_strdup(q->stop[i]);
         if (r->stop[i] == NULL)
@@ -696,6 +711,7 @@ static void req_start(struct req *r, const struct dc_infer_frame *f,
     wk->model = r->model;
     wk->msgs = r->msgs;
     wk->n_msgs = r->n_msgs;
+    wk->cont = r->cont;
     wk->w.data = wk;
     pthread_mutex_lock(&s->mu);
     s->n_working++;

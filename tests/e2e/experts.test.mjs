@@ -4,11 +4,13 @@
 // records on the DHT. Chats sent to C with model "swarm" are routed by the similarity of the
 // prompt to those descriptions: with one expert its tokens stream through unchanged, so the
 // answer must equal that expert's own greedy answer; with two, C's model writes one answer from
-// both (Mixture-of-Agents); a stopped expert is replaced by the next candidate (failover);
+// both (Mixture-of-Agents); a stopped expert is replaced by the next candidate (failover), and
+// one that dies mid-stream is continued by the next (a second test);
 // `democritus ask --experts N` takes the same path; GET /api/experts and `democritus experts`
 // list what C knows; a node that knows no expert answers alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -207,6 +209,104 @@ test('model "swarm" on a node that knows no expert: its own model answers',
       assert.equal(e.status, 400);
       a.d.proc.kill('SIGTERM');
       assert.equal((await a.d.exited).code, 0, a.d.stderr());
+    } finally {
+      killAll();
+      removeDir(root);
+    }
+  });
+
+// A chat rendered as the engine renders it for a model without a chat template (ChatML).
+const chatml = (content) => `<|im_start|>user\n${content}<|im_end|>\n<|im_start|>assistant\n`;
+
+// Mid-stream failover: C (no model of its own) streams B's answer; B is killed after four of
+// its tokens reached the client, and A, the next candidate, continues the answer from where B
+// stopped (over /democritus/infer/1.0.0, with continue_text). The client's one stream holds
+// B's part and then exactly what A's model writes after the chat plus that part.
+test('model "swarm": an expert that dies mid-stream is continued by the next',
+  { skip, timeout: 300000 }, async () => {
+    const root = tempDir('dc-experts2-');
+    try {
+      // B: a larger model (~1 ms a token here), so that it is still writing when it is killed.
+      const big = join(root, 'big.gguf');
+      const g = spawnSync(GGUF_GEN, ['--arch', 'llama', '--dim', '512', '--layers', '6',
+        '--heads', '8', '--kv-heads', '8', '--ff', '1536', '--vocab', '8000', '--ctx', '1024',
+        '--type', 'q8_0', '--seed', '9', '-o', big], { encoding: 'utf8' });
+      assert.equal(g.status, 0, g.stderr);
+      const a = await start(root, 'a', 1);
+      const bState = join(root, 'b');
+      const bd = startDaemon([...loopbackFlags(bState), '--models-dir', join(root, 'none'),
+        '--model', big, '--temperature', '0', '--description', DESC.b,
+        '--bootstrap', a.p2p], { timeout: 60000 });
+      const b = { d: bd, peer: parseReady(await bd.ready).peer };
+      const cd = startDaemon([...loopbackFlags(join(root, 'c')), '--models-dir',
+        join(root, 'none'), '--lookup-timeout-ms', '1500', '--bootstrap', a.p2p],
+      { timeout: 60000 });
+      const c = { d: cd, url: parseReady(await cd.ready).rest };
+
+      // The render the check below relies on: A's chat answer is its completion of ChatML.
+      const own = await (await chat(a.url, { messages: ask(PROMPT.poem), max_tokens: 8,
+        temperature: 0 })).json();
+      const comp = async (prompt, n) => (await (await fetch(`${a.url}/v1/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt, max_tokens: n, temperature: 0 }),
+      })).json()).choices[0].text;
+      assert.equal(await comp(chatml(PROMPT.poem), 8), own.choices[0].message.content);
+
+      await waitFor(async () => {
+        const r = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.code),
+          max_tokens: 2, temperature: 0 });
+        await r.text();
+        const route = lastRoute(c);
+        return route !== null && route.total >= 2;
+      }, 60000, 'C to know both experts');
+
+      const MAX = 300;
+      const res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
+        max_tokens: MAX, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      assert.equal(res.status, 200);
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let raw = '';
+      let killed = false;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        raw += dec.decode(value, { stream: true });
+        if (!killed && (raw.match(/"content":"[^"]/g) ?? []).length >= 4) {
+          b.d.proc.kill('SIGKILL');
+          killed = true;
+        }
+      }
+      assert.ok(killed, raw);
+      assert.equal(lastRoute(c).peers[0], b.peer, 'the poem went to B first');
+      const events = raw.split('\n\n').filter((e) => e.startsWith('data: '));
+      assert.equal(events[events.length - 1], 'data: [DONE]');
+      const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
+      assert.ok(!chunks.some((ch) => ch.error), raw);
+      const text = chunks.map((ch) => ch.choices[0]?.delta?.content ?? '').join('');
+      const finish = chunks.map((ch) => ch.choices[0]?.finish_reason).filter(Boolean);
+      const usage = chunks[chunks.length - 1].usage;
+
+      const m = /failing over to expert 2 of \d+ \((\S+)\), which continues the answer after (\d+) bytes \((\d+) tokens\)/
+        .exec(c.d.stderr());
+      assert.ok(m, c.d.stderr());
+      assert.equal(m[1], a.peer, 'A continues');
+      const bytes = Number(m[2]);
+      const carried = Number(m[3]);
+      assert.ok(bytes > 0 && carried > 0 && carried < MAX, m[0]);
+      console.log(`B sent ${bytes} bytes (${carried} tokens) before it was killed; A wrote the rest`);
+      const all = Buffer.from(text);
+      const head = all.subarray(0, bytes).toString();
+      const rest = all.subarray(bytes).toString();
+      assert.equal(rest, await comp(chatml(PROMPT.poem) + head, MAX - carried),
+        'the rest is what A writes after B\'s part');
+      assert.deepEqual(finish, ['length']);
+      assert.equal(usage.completion_tokens, MAX);
+
+      for (const n of [a, c]) {
+        n.d.proc.kill('SIGTERM');
+        assert.equal((await n.d.exited).code, 0, n.d.stderr());
+      }
     } finally {
       killAll();
       removeDir(root);

@@ -71,6 +71,7 @@ static int collect_frame(void *ud, const struct dc_infer_frame *f)
         assert_int_equal(r->n_logprobs, 3);
         assert_true(r->want_logprobs);
         assert_string_equal(r->model, "m1");
+        assert_string_equal(r->continue_text, "Once upon");
         dc_infer_transcript_init(&c->tr, f->raw, f->raw_len);
         c->have_tr = true;
     } else if (f->type == DC_INFER_FRAME_TOKEN) {
@@ -107,6 +108,7 @@ static void make_request(struct dc_infer_request *r, struct dc_infer_message *m)
     r->n_logprobs = 3;
     r->want_logprobs = true;
     r->model = "m1";
+    r->continue_text = "Once upon";
 }
 
 static void make_token(struct dc_infer_token *t, uint64_t seq, const char *text)
