@@ -109,8 +109,11 @@ void dc_log(enum dc_log_level level, const char *component, const char *fmt, ...
 
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+    /* 24 bytes for any year up to 9999; a later one is cut, not overrun. */
+    if (snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 now.tv_nsec / 1000000) >= (int)sizeof(ts))
+        ts[sizeof(ts) - 1] = '\0';
 
     if (log_format == DC_LOG_FORMAT_JSON) {
         pos =

@@ -293,8 +293,8 @@ static int sockaddr_to_multiaddr(const struct sockaddr *sa, struct dc_multiaddr 
     } else {
         return DC_EUNSUPPORTED;
     }
-    if (text != NULL)
-        snprintf(text, text_cap, "%s", buf);
+    if (text != NULL && (size_t)snprintf(text, text_cap, "%s", buf) >= text_cap)
+        return DC_ELIMIT;
     return dc_multiaddr_parse(buf, out, NULL);
 }
 
