@@ -221,7 +221,8 @@ const chatml = (content) => `<|im_start|>user\n${content}<|im_end|>\n<|im_start|
 // Mid-stream failover: C (no model of its own) streams B's answer; B is killed after four of
 // its tokens reached the client, and A, the next candidate, continues the answer from where B
 // stopped (over /democritus/infer/1.0.0, with continue_text). The client's one stream holds
-// B's part and then exactly what A's model writes after the chat plus that part.
+// B's part and then exactly what A's model writes after the chat plus that part. Then B comes
+// back and the same happens with A as the coordinator, continuing with its own engine.
 test('model "swarm": an expert that dies mid-stream is continued by the next',
   { skip, timeout: 300000 }, async () => {
     const root = tempDir('dc-experts2-');
@@ -233,11 +234,13 @@ test('model "swarm": an expert that dies mid-stream is continued by the next',
         '--type', 'q8_0', '--seed', '9', '-o', big], { encoding: 'utf8' });
       assert.equal(g.status, 0, g.stderr);
       const a = await start(root, 'a', 1);
-      const bState = join(root, 'b');
-      const bd = startDaemon([...loopbackFlags(bState), '--models-dir', join(root, 'none'),
-        '--model', big, '--temperature', '0', '--description', DESC.b,
-        '--bootstrap', a.p2p], { timeout: 60000 });
-      const b = { d: bd, peer: parseReady(await bd.ready).peer };
+      const startB = async () => {
+        const d = startDaemon([...loopbackFlags(join(root, 'b')), '--models-dir',
+          join(root, 'none'), '--model', big, '--temperature', '0', '--description', DESC.b,
+          '--bootstrap', a.p2p], { timeout: 60000 });
+        return { d, peer: parseReady(await d.ready).peer };
+      };
+      let b = await startB();
       const cd = startDaemon([...loopbackFlags(join(root, 'c')), '--models-dir',
         join(root, 'none'), '--lookup-timeout-ms', '1500', '--bootstrap', a.p2p],
       { timeout: 60000 });
@@ -252,56 +255,72 @@ test('model "swarm": an expert that dies mid-stream is continued by the next',
       })).json()).choices[0].text;
       assert.equal(await comp(chatml(PROMPT.poem), 8), own.choices[0].message.content);
 
-      await waitFor(async () => {
-        const r = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.code),
-          max_tokens: 2, temperature: 0 });
+      // Until 'coord' routes the poem to B (B's record fetched and B connected).
+      const untilB = (coord) => waitFor(async () => {
+        const r = await chat(coord.url, { model: 'swarm', experts: 1,
+          messages: ask(PROMPT.poem), max_tokens: 2, temperature: 0 });
         await r.text();
-        const route = lastRoute(c);
-        return route !== null && route.total >= 2;
-      }, 60000, 'C to know both experts');
+        const route = lastRoute(coord);
+        return r.status === 200 && route !== null && route.total >= 2 && route.peers[0] === b.peer;
+      }, 60000, 'the poem to be routed to B');
 
+      // A streamed poem through 'coord'; B is killed after four tokens; A continues.
       const MAX = 300;
-      const res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
-        max_tokens: MAX, temperature: 0, stream: true, stream_options: { include_usage: true } });
-      assert.equal(res.status, 200);
-      const reader = res.body.getReader();
-      const dec = new TextDecoder();
-      let raw = '';
-      let killed = false;
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        raw += dec.decode(value, { stream: true });
-        if (!killed && (raw.match(/"content":"[^"]/g) ?? []).length >= 4) {
-          b.d.proc.kill('SIGKILL');
-          killed = true;
+      const killMidStream = async (coord) => {
+        const before = coord.d.stderr().length;
+        const res = await chat(coord.url, { model: 'swarm', experts: 1,
+          messages: ask(PROMPT.poem), max_tokens: MAX, temperature: 0, stream: true,
+          stream_options: { include_usage: true } });
+        assert.equal(res.status, 200);
+        const reader = res.body.getReader();
+        const dec = new TextDecoder();
+        let raw = '';
+        let killed = false;
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          raw += dec.decode(value, { stream: true });
+          if (!killed && (raw.match(/"content":"[^"]/g) ?? []).length >= 4) {
+            b.d.proc.kill('SIGKILL');
+            killed = true;
+          }
         }
-      }
-      assert.ok(killed, raw);
-      assert.equal(lastRoute(c).peers[0], b.peer, 'the poem went to B first');
-      const events = raw.split('\n\n').filter((e) => e.startsWith('data: '));
-      assert.equal(events[events.length - 1], 'data: [DONE]');
-      const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
-      assert.ok(!chunks.some((ch) => ch.error), raw);
-      const text = chunks.map((ch) => ch.choices[0]?.delta?.content ?? '').join('');
-      const finish = chunks.map((ch) => ch.choices[0]?.finish_reason).filter(Boolean);
-      const usage = chunks[chunks.length - 1].usage;
+        assert.ok(killed, raw);
+        assert.equal(lastRoute(coord).peers[0], b.peer, 'the poem went to B first');
+        const events = raw.split('\n\n').filter((e) => e.startsWith('data: '));
+        assert.equal(events[events.length - 1], 'data: [DONE]');
+        const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
+        assert.ok(!chunks.some((ch) => ch.error), raw);
+        const text = chunks.map((ch) => ch.choices[0]?.delta?.content ?? '').join('');
+        const finish = chunks.map((ch) => ch.choices[0]?.finish_reason).filter(Boolean);
+        const usage = chunks[chunks.length - 1].usage;
 
-      const m = /failing over to expert 2 of \d+ \((\S+)\), which continues the answer after (\d+) bytes \((\d+) tokens\)/
-        .exec(c.d.stderr());
-      assert.ok(m, c.d.stderr());
-      assert.equal(m[1], a.peer, 'A continues');
-      const bytes = Number(m[2]);
-      const carried = Number(m[3]);
-      assert.ok(bytes > 0 && carried > 0 && carried < MAX, m[0]);
-      console.log(`B sent ${bytes} bytes (${carried} tokens) before it was killed; A wrote the rest`);
-      const all = Buffer.from(text);
-      const head = all.subarray(0, bytes).toString();
-      const rest = all.subarray(bytes).toString();
-      assert.equal(rest, await comp(chatml(PROMPT.poem) + head, MAX - carried),
-        'the rest is what A writes after B\'s part');
-      assert.deepEqual(finish, ['length']);
-      assert.equal(usage.completion_tokens, MAX);
+        const log = coord.d.stderr().slice(before);
+        const m = /failing over to expert 2 of \d+ \((\S+)\), which continues the answer after (\d+) bytes \((\d+) tokens\)/
+          .exec(log);
+        assert.ok(m, log);
+        assert.equal(m[1], a.peer, 'A continues');
+        const bytes = Number(m[2]);
+        const carried = Number(m[3]);
+        assert.ok(bytes > 0 && carried > 0 && carried < MAX, m[0]);
+        console.log(`B sent ${bytes} bytes (${carried} tokens) before it was killed; A wrote the rest`);
+        const all = Buffer.from(text);
+        const head = all.subarray(0, bytes).toString();
+        const rest = all.subarray(bytes).toString();
+        assert.equal(rest, await comp(chatml(PROMPT.poem) + head, MAX - carried),
+          'the rest is what A writes after B\'s part');
+        assert.deepEqual(finish, ['length']);
+        assert.equal(usage.completion_tokens, MAX);
+      };
+
+      // C coordinates: A continues over the infer protocol.
+      await untilB(c);
+      await killMidStream(c);
+      // A coordinates (B back, same identity): A continues with its own engine.
+      await b.d.exited;
+      b = await startB();
+      await untilB(a);
+      await killMidStream(a);
 
       for (const n of [a, c]) {
         n.d.proc.kill('SIGTERM');
