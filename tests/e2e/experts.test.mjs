@@ -255,14 +255,23 @@ test('model "swarm": an expert that dies mid-stream is continued by the next',
       })).json()).choices[0].text;
       assert.equal(await comp(chatml(PROMPT.poem), 8), own.choices[0].message.content);
 
-      // Until 'coord' routes the poem to B (B's record fetched and B connected).
-      const untilB = (coord) => waitFor(async () => {
-        const r = await chat(coord.url, { model: 'swarm', experts: 1,
-          messages: ask(PROMPT.poem), max_tokens: 2, temperature: 0 });
-        await r.text();
-        const route = lastRoute(coord);
-        return r.status === 200 && route !== null && route.total >= 2 && route.peers[0] === b.peer;
-      }, 60000, 'the poem to be routed to B');
+      // Until 'coord' routes the poem to B and B answers it. A call to B that failed would
+      // rank B last for a minute, so B must be reachable first: identified by A, which it
+      // bootstraps from (after a restart A would otherwise dial B's old address).
+      const untilB = async (coord, aLogFrom) => {
+        await waitFor(async () => a.d.stderr().slice(aLogFrom).includes(`identified ${b.peer}`),
+          30000, 'B identified by A');
+        await waitFor(async () => {
+          const before = coord.d.stderr().length;
+          const r = await chat(coord.url, { model: 'swarm', experts: 1,
+            messages: ask(PROMPT.poem), max_tokens: 2, temperature: 0 });
+          await r.text();
+          const route = lastRoute(coord);
+          assert.doesNotMatch(coord.d.stderr().slice(before), /failed:/);
+          return r.status === 200 && route !== null && route.total >= 2 &&
+            route.peers[0] === b.peer;
+        }, 60000, 'the poem to be routed to B');
+      };
 
       // A streamed poem through 'coord'; B is killed after four tokens; A continues.
       const MAX = 300;
@@ -314,12 +323,13 @@ test('model "swarm": an expert that dies mid-stream is continued by the next',
       };
 
       // C coordinates: A continues over the infer protocol.
-      await untilB(c);
+      await untilB(c, 0);
       await killMidStream(c);
       // A coordinates (B back, same identity): A continues with its own engine.
       await b.d.exited;
+      const aLog = a.d.stderr().length;
       b = await startB();
-      await untilB(a);
+      await untilB(a, aLog);
       await killMidStream(a);
 
       for (const n of [a, c]) {

@@ -43,7 +43,7 @@ process.on('exit', killAll);
 export async function waitFor(fn, ms = 5000, what = 'condition') {
   const end = Date.now() + ms;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
