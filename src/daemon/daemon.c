@@ -337,7 +337,7 @@ static void on_p2p_identified(void *ud, const struct dc_peer_info *info)
 
     if (d->dht != NULL)
         dc_dht_peer_identified(d->dht, info);
-    dc_coord_peer_changed(d->coord);
+    dc_coord_peer_changed(d->coord, &info->id);
     dc_peerview_identified(d->peers, &info->id);
     peer_text(&info->id, p, sizeof(p));
     dc_log_info(LOG, "identified %s: agent \"%s\", %zu protocol(s), %zu address(es)", p,

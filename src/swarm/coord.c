@@ -661,9 +661,15 @@ static void run_start(struct cchat *ch, const struct cand *c)
         const struct dc_multiaddr *addr = NULL;
         struct dc_multiaddr a;
         if (!dc_host_is_connected(co->host, &c->peer)) {
+            /* The address heard of or used last: after a restart on a new port, the one the
+             * peer reported since, not the old one. */
             const struct dc_peer_info *info = dc_host_peer_info(co->host, &c->peer);
             if (info != NULL && info->n_addrs > 0) {
-                a = info->addrs[0];
+                size_t k = 0;
+                for (size_t i = 1; i < info->n_addrs; i++)
+                    if (info->addr_seen_ms[i] > info->addr_seen_ms[k])
+                        k = i;
+                a = info->addrs[k];
                 addr = &a;
             }
         }
@@ -1337,11 +1343,21 @@ static void on_republish(uv_timer_t *t)
     publish(t->data);
 }
 
-void dc_coord_peer_changed(struct dc_coord *co)
+void dc_coord_peer_changed(struct dc_coord *co, const struct dc_peer_id *peer)
 {
+    struct centry *e;
+
     if (co == NULL || co->closed)
         return;
     co->peers_changed = true;
+    e = peer != NULL ? cache_find(co, peer) : NULL;
+    if (e != NULL && e->benched_ms != 0) {
+        char text[DC_PEER_ID_STR_MAX];
+
+        e->benched_ms = 0;
+        if (dc_peer_id_to_string(peer, text, sizeof(text)) >= 0)
+            dc_log_info(LOG, "expert %s is connected again: ranked normally", text);
+    }
     /* Learn the swarm's experts soon (once the new peer is in the DHT's table), then every
      * refresh interval. */
     uv_timer_start(&co->discover_timer, on_discover, 1000, co->refresh_ms);

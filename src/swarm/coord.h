@@ -87,8 +87,10 @@ void dc_coord_shutdown(struct dc_coord *c);
  * once more). NULL is a no-op. */
 void dc_coord_free(struct dc_coord *c);
 
-/* A new peer connected (or was identified): the next chat refreshes the expert list. */
-void dc_coord_peer_changed(struct dc_coord *c);
+/* 'peer' was identified on a new connection: the next chat refreshes the expert list, and if
+ * the peer is an expert that failed a chat lately (ranked last for a while), it is ranked
+ * normally again - it is back (a restart, a network that healed). 'peer' may be NULL. */
+void dc_coord_peer_changed(struct dc_coord *c, const struct dc_peer_id *peer);
 
 struct dc_coord_cb {
     /* A token of the final answer (ev->type DC_GEN_EV_TOKEN). */

@@ -5,7 +5,8 @@
 // prompt to those descriptions: with one expert its tokens stream through unchanged, so the
 // answer must equal that expert's own greedy answer; with two, C's model writes one answer from
 // both (Mixture-of-Agents); a stopped expert is replaced by the next candidate (failover), and
-// one that dies mid-stream is continued by the next (a second test);
+// one that dies mid-stream is continued by the next (a third test); an expert that failed is
+// ranked last for a while, until it connects again;
 // `democritus ask --experts N` takes the same path; GET /api/experts and `democritus experts`
 // list what C knows; a node that knows no expert answers alone.
 import { test } from 'node:test';
@@ -171,6 +172,19 @@ test('model "swarm": routed by description, streamed through, merged, failed ove
       assert.equal(res.status, 200);
       await res.json();
       assert.notEqual(lastRoute(c).peers[0], b.peer);
+      // B comes back (same identity, a new port) and connects to C: once C has identified it,
+      // B is ranked normally again and answers the poem.
+      const cLog = c.d.stderr().length;
+      const b2 = await start(root, 'b', 2, ['--bootstrap', c.p2p]);
+      assert.equal(b2.peer, b.peer);
+      await waitFor(() => c.d.stderr().slice(cLog)
+        .includes(`expert ${b.peer} is connected again: ranked normally`), 20000, 'B back');
+      res = await chat(c.url, { model: 'swarm', experts: 1, messages: ask(PROMPT.poem),
+        max_tokens: 12, temperature: 0 });
+      j = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(j));
+      assert.equal(lastRoute(c).peers[0], b.peer);
+      assert.equal(j.choices[0].message.content, own.b.poem);
 
       // The coordinator's counters on /metrics.
       const metrics = await (await fetch(`${c.url}/metrics`)).text();
@@ -181,7 +195,7 @@ test('model "swarm": routed by description, streamed through, merged, failed ove
       assert.ok(metric('democritus_swarm_expert_calls_total') >= 11);
       assert.equal(metric('democritus_swarm_experts_known'), 3);
 
-      for (const n of [a, c]) {
+      for (const n of [a, b2, c]) {
         n.d.proc.kill('SIGTERM');
         assert.equal((await n.d.exited).code, 0, n.d.stderr());
       }
