@@ -525,8 +525,9 @@ static const struct dc_infer_call_cb remote_cb = {
     .on_done = on_remote_done,
 };
 
-/* The chat's messages as the engine's, rendered with its template. */
-static int render(struct dc_engine *e, const struct dc_infer_message *m, size_t n, char **out)
+/* The chat's messages as the engine's prompt (dc_infer_prompt: its template, then 'cont'). */
+static int render(struct dc_engine *e, const struct dc_infer_message *m, size_t n, const char *cont,
+                  char **out)
 {
     struct dc_chat_msg *cm = dc_calloc(n > 0 ? n : 1, sizeof(*cm));
     int rc;
@@ -537,7 +538,7 @@ static int render(struct dc_engine *e, const struct dc_infer_message *m, size_t 
         cm[i].role = m[i].role;
         cm[i].content = m[i].content;
     }
-    rc = dc_engine_chat_render(e, cm, n, true, out, NULL);
+    rc = dc_infer_prompt(e, cm, n, cont, out, NULL);
     dc_free(cm);
     return rc;
 }
@@ -634,13 +635,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, "no local model");
             return;
         }
-        rc = render(co->engine, ch->msgs, ch->n_msgs, &prompt);
-        if (rc == 0 && q.continue_text != NULL) {
-            char *full = dc_asprintf("%s%s", prompt, q.continue_text);
-            dc_free(prompt);
-            prompt = full;
-            rc = full != NULL ? 0 : DC_ENOMEM;
-        }
+        rc = render(co->engine, ch->msgs, ch->n_msgs, q.continue_text, &prompt);
         if (rc < 0) {
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, dc_strerror(rc));
             return;
@@ -812,7 +807,7 @@ static int synth_start(struct cchat *ch, struct run *const *ok, size_t n)
         if (i == last_user)
             break; /* what follows the request is not part of it */
     }
-    rc = render(co->engine, m, n_m, &prompt);
+    rc = render(co->engine, m, n_m, NULL, &prompt);
     dc_free(m);
     dc_buf_cleanup(&user);
     if (rc < 0)

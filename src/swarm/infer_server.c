@@ -457,6 +457,21 @@ static void on_async(uv_async_t *a)
 
 /* ---- threadpool: load, render, tokenize ----------------------------------------------------- */
 
+int dc_infer_prompt(struct dc_engine *e, const struct dc_chat_msg *msgs, size_t n,
+                    const char *continue_text, char **out, bool *fallback)
+{
+    char *full;
+    int rc = dc_engine_chat_render(e, msgs, n, true, out, fallback);
+
+    if (rc < 0 || continue_text == NULL || continue_text[0] == '\0')
+        return rc;
+    /* A continuation: the answer so far follows the generation prompt. */
+    full = dc_asprintf("%s%s", *out, continue_text);
+    dc_free(*out);
+    *out = full;
+    return full != NULL ? 0 : DC_ENOMEM;
+}
+
 static void work_run(uv_work_t *w)
 {
     struct work *wk = w->data;
@@ -466,14 +481,7 @@ static void work_run(uv_work_t *w)
 
     wk->rc = dc_registry_acquire(wk->reg, wk->model, &wk->engine, &wk->err);
     if (wk->rc == 0)
-        wk->rc = dc_engine_chat_render(wk->engine, wk->msgs, wk->n_msgs, true, &prompt, &fallback);
-    if (wk->rc == 0 && wk->cont != NULL) {
-        /* A continuation: the answer so far follows the generation prompt. */
-        char *full = dc_asprintf("%s%s", prompt, wk->cont);
-        dc_free(prompt);
-        prompt = full;
-        wk->rc = full != NULL ? 0 : DC_ENOMEM;
-    }
+        wk->rc = dc_infer_prompt(wk->engine, wk->msgs, wk->n_msgs, wk->cont, &prompt, &fallback);
     if (wk->rc == 0)
         wk->rc = dc_engine_tokenize(wk->engine, prompt, strlen(prompt), true, true, &wk->ids,
                                     &wk->n_ids);

@@ -74,6 +74,16 @@ struct dc_infer_server_stats {
 
 void dc_infer_server_stats(const struct dc_infer_server *s, struct dc_infer_server_stats *out);
 
+/*
+ * The text an expert decodes for a chat: the messages rendered with the engine's chat template
+ * and its generation prompt, then 'continue_text' (NULL or "": none) - the start of the answer
+ * when it continues one another expert began (InferRequest.continue_text). '*out' is heap
+ * (dc_free); '*fallback' (may be NULL) as dc_engine_chat_render. The server and the
+ * coordinator's local runs both build prompts here. Returns 0 or as dc_engine_chat_render.
+ */
+DC_MUST_CHECK int dc_infer_prompt(struct dc_engine *e, const struct dc_chat_msg *msgs, size_t n,
+                                  const char *continue_text, char **out, bool *fallback);
+
 /* ---- client ---- */
 
 struct dc_infer_call;
