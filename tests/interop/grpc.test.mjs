@@ -65,6 +65,9 @@ function chatStream(req, md = auth, opts = {}, onCall = () => {}, c = client) {
 }
 
 const messages = [{ role: 'user', content: 'Tell me a story.' }];
+// A generation that lasts: greedy, this model writes until its context is full (4040 tokens,
+// seconds under ASan), where sampling may meet the end-of-text token within a few ms.
+const long = { messages, temperature: 0 };
 
 test('grpc: Chat streams chunks, the last with finish_reason and usage', async () => {
   const { chunks } = await chatStream({ messages, max_tokens: 10, temperature: 0, seed: '1' });
@@ -113,7 +116,7 @@ test('grpc: a bad or missing key is UNAUTHENTICATED', async () => {
 
 test('grpc: a deadline ends the call with DEADLINE_EXCEEDED and stops the generation', async () => {
   const t0 = Date.now();
-  await assert.rejects(chatStream({ messages }, auth, { deadline: Date.now() + 300 }),
+  await assert.rejects(chatStream(long, auth, { deadline: Date.now() + 300 }),
     (e) => e.code === grpc.status.DEADLINE_EXCEEDED);
   assert.ok(Date.now() - t0 < 3000);
   const ms = await waitIdle(srv.ready);
@@ -121,7 +124,7 @@ test('grpc: a deadline ends the call with DEADLINE_EXCEEDED and stops the genera
 });
 
 test('grpc: cancelling the call stops the generation', async () => {
-  await assert.rejects(chatStream({ messages }, auth, {}, (call, chunks) => {
+  await assert.rejects(chatStream(long, auth, {}, (call, chunks) => {
     if (chunks.length === 1) call.cancel();
   }), (e) => e.code === grpc.status.CANCELLED);
   const ms = await waitIdle(srv.ready);
@@ -224,11 +227,11 @@ test('grpc: a full queue and the shared rate limit are RESOURCE_EXHAUSTED with r
     // One generating (long), one queued, the third refused.
     let a;
     const first = new Promise((res) => {
-      a = chatStream({ messages }, auth, {}, (call, chunks) => { if (chunks.length === 1) res(call); }, c);
+      a = chatStream(long, auth, {}, (call, chunks) => { if (chunks.length === 1) res(call); }, c);
       a.catch(() => {});
     });
     const callA = await first;
-    const b = chatStream({ messages }, auth, {}, () => {}, c);
+    const b = chatStream(long, auth, {}, () => {}, c);
     b.catch(() => {});
     await new Promise((r) => setTimeout(r, 200)); // B reaches the engine's queue
     await assert.rejects(chatStream({ messages, max_tokens: 2 }, auth, {}, () => {}, c),
@@ -257,7 +260,7 @@ test('grpc: a full queue and the shared rate limit are RESOURCE_EXHAUSTED with r
 // Last: it stops the daemon.
 test('grpc: SIGTERM ends open calls with UNAVAILABLE and the daemon exits cleanly', async () => {
   const t0 = Date.now();
-  const ended = chatStream({ messages }, auth, {}, (call, chunks) => {
+  const ended = chatStream(long, auth, {}, (call, chunks) => {
     if (chunks.length === 1) srv.d.proc.kill('SIGTERM');
   });
   await assert.rejects(ended, (e) => e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED);
