@@ -52,7 +52,7 @@
 #include "libp2p/identify.pb-c.h"
 #include "p2p/noise.h"
 #include "p2p/peerstore.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #define DEFAULT_MAX_CONNS         256
 #define DEFAULT_MAX_INBOUND_HS    64

@@ -15,7 +15,7 @@
 
 #include "base/varint.h"
 #include "infer.pb-c.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #define SIG_FIELD 15u
 #define SIG_TAG   0x7a /* (15 << 3) | 2 */
@@ -316,10 +316,7 @@ int dc_infer_frame_decode(const uint8_t *p, size_t len, struct dc_infer_frame *f
         break;
     }
     if (f->pb == NULL) {
-        /* protobuf-c does not tell a malformed message from a failed allocation; probe. */
-        void *probe = dc_malloc(1);
-        rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
-        dc_free(probe);
+        rc = dc_pb_unpack_error(f->raw_len);
         goto err;
     }
     if (kind == DC_INFER_FRAME_REQUEST)

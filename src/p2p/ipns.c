@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "libp2p/ipns.pb-c.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #define CBOR_MAX_DEPTH 16
 
@@ -191,15 +191,8 @@ static int parse_entry(const uint8_t *rec, size_t len, entry_pb **out, const uin
 
     *out = NULL;
     e = dc__ipns__ipns_entry__unpack(&dc_pb_allocator, len, rec);
-    if (e == NULL) {
-        /* protobuf-c reports malformed input and allocation failure alike; tell them apart
-         * with one probe so callers see DC_ENOMEM when it really was memory. */
-        void *probe = dc_malloc(len + 64);
-        int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
-
-        dc_free(probe);
-        return rc;
-    }
+    if (e == NULL)
+        return dc_pb_unpack_error(len);
     if (!e->has_data || !e->has_signaturev2) {
         entry_free(e);
         return DC_ECORRUPT;

@@ -15,7 +15,7 @@
 
 #include "base/varint.h"
 #include "libp2p/kad.pb-c.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 /* ---- builders --------------------------------------------------------------------------- */
 
@@ -335,16 +335,8 @@ int dc_kad_msg_decode(const uint8_t *p, size_t len, struct dc_kad_msg *out)
     if (len > DC_KAD_MAX_MESSAGE)
         return DC_ELIMIT;
     pb = dc__kad__message__unpack(&dc_pb_allocator, len, p);
-    if (pb == NULL) {
-        /* protobuf-c reports malformed input and allocation failure alike; tell them apart
-         * with one probe so callers see DC_ENOMEM when it really was memory. */
-        void *probe = dc_malloc(len + 64);
-
-        if (probe == NULL)
-            return DC_ENOMEM;
-        dc_free(probe);
-        return DC_ECORRUPT;
-    }
+    if (pb == NULL)
+        return dc_pb_unpack_error(len);
     if ((int)pb->type < 0 || (int)pb->type > (int)DC_KAD_PING) {
         rc = DC_ECORRUPT;
         goto out_pb;

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "libp2p/noise.pb-c.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #define DH_LEN       32
 #define LEN_PREFIX   2

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pb.c - the protobuf-c allocator shared by the p2p module (pb_int.h).
+ * pb.c - the protobuf-c allocator shared by p2p and the modules above it (pb.h).
  */
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #include "base/base.h"
 
@@ -19,3 +19,12 @@ static void pb_free(void *ud, void *p)
 }
 
 ProtobufCAllocator dc_pb_allocator = {.alloc = pb_alloc, .free = pb_free, .allocator_data = NULL};
+
+int dc_pb_unpack_error(size_t len)
+{
+    void *probe = dc_malloc(len + 64);
+    int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
+
+    dc_free(probe);
+    return rc;
+}

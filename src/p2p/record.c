@@ -24,7 +24,7 @@
 #include "base/varint.h"
 #include "libp2p/envelope.pb-c.h"
 #include "record.pb-c.h"
-#include "p2p/pb_int.h"
+#include "p2p/pb.h"
 
 #define PREFIX_LEN (sizeof(DC_DHT_RECORD_PREFIX) - 1)
 #define DOMAIN_LEN (sizeof(DC_DHT_RECORD_DOMAIN) - 1)
@@ -37,17 +37,6 @@ typedef Dc__Envelope__Envelope envelope_pb;
 typedef Democritus__P2p__Record record_pb;
 
 /* ---- protobuf-c glue -------------------------------------------------------------------- */
-
-/* The error for an unpack of 'len' bytes that returned NULL: protobuf-c reports malformed input
- * and a failed allocation alike, so one probe of about the input's size tells them apart. */
-static int unpack_error(size_t len)
-{
-    void *probe = dc_malloc(len + 64);
-    int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
-
-    dc_free(probe);
-    return rc;
-}
 
 /*
  * protobuf-c copies every bytes field out of the input, but record.h promises pointers that
@@ -100,7 +89,7 @@ static int parse_envelope(const uint8_t *p, size_t len, envelope_pb **out)
     *out = NULL;
     e = dc__envelope__envelope__unpack(&dc_pb_allocator, len, p);
     if (e == NULL)
-        return unpack_error(len);
+        return dc_pb_unpack_error(len);
     /* An absent field is malformed; an empty one goes on to fail a later check. */
     if (!e->has_public_key || !e->has_payload_type || !e->has_payload || !e->has_signature ||
         e->payload_type.len != TYPE_LEN ||
@@ -126,7 +115,7 @@ static int parse_payload(const uint8_t *value, size_t value_len, const envelope_
         return DC_ECORRUPT; /* cannot happen: the payload was copied from value */
     pb = democritus__p2p__record__unpack(&dc_pb_allocator, len, p);
     if (pb == NULL)
-        return unpack_error(len);
+        return dc_pb_unpack_error(len);
     if (pb->key.len == 0 || pb->expires_unix_ms == 0)
         goto out_pb;
     r->key = borrow(p, len, &pb->key);

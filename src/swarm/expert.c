@@ -24,6 +24,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "capability.pb-c.h"
+#include "p2p/pb.h"
 #include "p2p/record.h"
 
 #define PREFIX_LEN (sizeof(DC_EXPERT_KEY_PREFIX) - 1)
@@ -38,31 +39,6 @@
 typedef Democritus__Swarm__Capability capability_pb;
 
 /* ---- protobuf-c glue -------------------------------------------------------------------- */
-
-static void *pb_alloc(void *ud, size_t n)
-{
-    DC_UNUSED(ud);
-    return dc_malloc(n);
-}
-
-static void pb_free(void *ud, void *p)
-{
-    DC_UNUSED(ud);
-    dc_free(p);
-}
-
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
-
-/* The error for an unpack of 'len' bytes that returned NULL: protobuf-c reports malformed input
- * and a failed allocation alike, so one probe of about the input's size tells them apart. */
-static int unpack_error(size_t len)
-{
-    void *probe = dc_malloc(len + 64);
-    int rc = probe == NULL ? DC_ENOMEM : DC_ECORRUPT;
-
-    dc_free(probe);
-    return rc;
-}
 
 /* Reads a protobuf varint (at most 10 bytes) at p[*i] within p[0..len), advancing *i. */
 static bool pb_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
@@ -302,13 +278,13 @@ int dc_expert_sign(const struct dc_identity *id, const struct dc_expert *x, uint
 /* Decodes and checks the Capability in p[0..len) into '*x' (zeroed by the caller). */
 static int parse_body(const uint8_t *p, size_t len, struct dc_expert *x)
 {
-    capability_pb *pb = democritus__swarm__capability__unpack(&pb_allocator, len, p);
+    capability_pb *pb = democritus__swarm__capability__unpack(&dc_pb_allocator, len, p);
     const char *s;
     size_t n;
     int rc = DC_ECORRUPT;
 
     if (pb == NULL)
-        return unpack_error(len);
+        return dc_pb_unpack_error(len);
     if (!strings_without_nul(p, len))
         goto out_pb;
     /* proto3 strings are never NULL after an unpack (absent ones are ""); guarded anyway. */
@@ -355,7 +331,7 @@ static int parse_body(const uint8_t *p, size_t len, struct dc_expert *x)
     x->n_tags = pb->n_tags;
     rc = expert_valid(x) ? 0 : DC_ECORRUPT;
 out_pb:
-    democritus__swarm__capability__free_unpacked(pb, &pb_allocator);
+    democritus__swarm__capability__free_unpacked(pb, &dc_pb_allocator);
     return rc;
 }
 
