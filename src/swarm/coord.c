@@ -123,6 +123,7 @@ struct lev {
     struct dc_gen_event ev;
     char *text;
     char *error_msg;
+    struct dc_top_logprob *top; /* the token's alternatives, ev.n_top of them */
     struct lev *next;
 };
 
@@ -355,6 +356,7 @@ static void lev_free(struct lev *l)
 {
     dc_free(l->text);
     dc_free(l->error_msg);
+    dc_free(l->top);
     dc_free(l);
 }
 
@@ -379,6 +381,13 @@ static void local_cb(void *ud, const struct dc_gen_event *ev, bool synth)
     l->ev = *ev;
     l->ev.top = NULL;
     l->ev.n_top = 0;
+    if (ev->type == DC_GEN_EV_TOKEN && ev->n_top > 0) {
+        l->top = dc_malloc(ev->n_top * sizeof(*l->top));
+        if (l->top != NULL) {
+            memcpy(l->top, ev->top, ev->n_top * sizeof(*l->top));
+            l->ev.n_top = ev->n_top;
+        }
+    }
     if (ev->type == DC_GEN_EV_TOKEN && ev->text_len > 0) {
         l->text = dc_malloc(ev->text_len + 1);
         if (l->text != NULL) {
@@ -1197,6 +1206,7 @@ static void on_async(uv_async_t *a)
         struct cchat *ch = l->ch;
         list = l->next;
         l->ev.text = l->text != NULL ? l->text : "";
+        l->ev.top = l->top;
         l->ev.error_msg = l->error_msg;
         if (l->run != NULL) {
             struct run *r = l->run;

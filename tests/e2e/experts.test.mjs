@@ -217,6 +217,14 @@ test('model "swarm" on a node that knows no expert: its own model answers',
       assert.equal(res.status, 200);
       const j = await res.json();
       assert.equal(j.choices[0].message.content, own.choices[0].message.content);
+      // Logprobs come through as the model's own, alternatives included.
+      const lp = async (model) => (await (await chat(a.url, { model, messages: ask(PROMPT.poem),
+        max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2 })).json())
+        .choices[0].logprobs.content;
+      const swarmLp = await lp('swarm');
+      assert.equal(swarmLp.length, 4);
+      assert.ok(swarmLp.every((t) => t.top_logprobs.length === 2), JSON.stringify(swarmLp));
+      assert.deepEqual(swarmLp, await lp('local'));
       // Embeddings do not go to the swarm.
       const e = await fetch(`${a.url}/v1/embeddings`, { method: 'POST',
         body: JSON.stringify({ model: 'swarm', input: 'x' }) });
