@@ -113,7 +113,6 @@ struct cchat {
     struct dc_buf sent;
     uint32_t carried_tokens;
     bool sent_lost; /* 'sent' could not hold it all (memory): no continuation */
-    char *cont;     /* the NUL-terminated copy of 'sent' the running continuation was given */
 };
 
 /* A local engine event, copied for the loop. */
@@ -198,7 +197,6 @@ static void chat_free(struct cchat *ch)
     for (size_t i = 0; i < ch->n_runs; i++)
         dc_buf_cleanup(&ch->runs[i].text);
     dc_buf_cleanup(&ch->sent);
-    dc_free(ch->cont);
     dc_free(ch);
 }
 
@@ -603,39 +601,13 @@ static int local_submit(struct cchat *ch, const struct dc_gen_request *g, bool s
     return rc;
 }
 
-static void run_start(struct cchat *ch, const struct cand *c)
+/* Starts run 'r' on candidate 'c' with request 'q': this node's engine or the peer. */
+static void run_dispatch(struct cchat *ch, struct run *r, const struct cand *c,
+                         const struct dc_infer_request *q)
 {
     struct dc_coord *co = ch->co;
-    struct run *r = &ch->runs[ch->n_runs++];
-    struct dc_infer_request q = ch->req;
     int rc;
 
-    r->ch = ch;
-    r->peer = c->peer;
-    r->local = c->local;
-    r->similarity = c->similarity;
-    r->state = RUN_RUNNING;
-    dc_buf_init(&r->text, 1u << 20);
-    if (dc_peer_id_to_string(&c->peer, r->peer_text, sizeof(r->peer_text)) < 0)
-        snprintf(r->peer_text, sizeof(r->peer_text), "?");
-    atomic_fetch_add(&co->n_routed, 1);
-    if (ch->direct && ch->sent.len > 0) {
-        /* A continuation: the answer so far, and what is left of max_tokens. */
-        dc_free(ch->cont);
-        ch->cont = dc_strndup((const char *)ch->sent.data, ch->sent.len);
-        if (ch->cont == NULL) {
-            run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, "out of memory");
-            return;
-        }
-        q.continue_text = ch->cont;
-        if (q.max_tokens > 0) {
-            if ((uint32_t)q.max_tokens <= ch->carried_tokens) {
-                run_end(r, true, DC_GEN_FINISH_LENGTH, 0, 0, NULL);
-                return;
-            }
-            q.max_tokens -= (int32_t)ch->carried_tokens;
-        }
-    }
     if (c->local) {
         struct dc_gen_request g;
         char *prompt = NULL;
@@ -644,13 +616,13 @@ static void run_start(struct cchat *ch, const struct cand *c)
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, "no local model");
             return;
         }
-        rc = render(co->engine, ch->msgs, ch->n_msgs, q.continue_text, &prompt);
+        rc = render(co->engine, ch->msgs, ch->n_msgs, q->continue_text, &prompt);
         if (rc < 0) {
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, dc_strerror(rc));
             return;
         }
         gen_request_from(ch, prompt, &g);
-        g.max_tokens = q.max_tokens;
+        g.max_tokens = q->max_tokens;
         rc = local_submit(ch, &g, false, r, &r->gen);
         dc_free(prompt);
         if (rc < 0) {
@@ -677,7 +649,7 @@ static void run_start(struct cchat *ch, const struct cand *c)
                 addr = &a;
             }
         }
-        rc = dc_infer_call_start(co->loop, co->host, &c->peer, addr, &q, co->expert_timeout_ms,
+        rc = dc_infer_call_start(co->loop, co->host, &c->peer, addr, q, co->expert_timeout_ms,
                                  &remote_cb, r, &r->ic);
         if (rc < 0) {
             char why[160];
@@ -687,6 +659,40 @@ static void run_start(struct cchat *ch, const struct cand *c)
             run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, why);
         }
     }
+}
+
+static void run_start(struct cchat *ch, const struct cand *c)
+{
+    struct run *r = &ch->runs[ch->n_runs++];
+    struct dc_infer_request q = ch->req;
+    char *cont = NULL; /* both the engine and the infer call copy it */
+
+    r->ch = ch;
+    r->peer = c->peer;
+    r->local = c->local;
+    r->similarity = c->similarity;
+    r->state = RUN_RUNNING;
+    dc_buf_init(&r->text, 1u << 20);
+    if (dc_peer_id_to_string(&c->peer, r->peer_text, sizeof(r->peer_text)) < 0)
+        snprintf(r->peer_text, sizeof(r->peer_text), "?");
+    atomic_fetch_add(&ch->co->n_routed, 1);
+    if (ch->direct && ch->sent.len > 0) {
+        /* A continuation: the answer so far, and what is left of max_tokens. */
+        if (q.max_tokens > 0 && (uint32_t)q.max_tokens <= ch->carried_tokens) {
+            run_end(r, true, DC_GEN_FINISH_LENGTH, 0, 0, NULL);
+            return;
+        }
+        if (q.max_tokens > 0)
+            q.max_tokens -= (int32_t)ch->carried_tokens;
+        cont = dc_strndup((const char *)ch->sent.data, ch->sent.len);
+        if (cont == NULL) {
+            run_end(r, false, DC_GEN_FINISH_ERROR, 0, 0, "out of memory");
+            return;
+        }
+        q.continue_text = cont;
+    }
+    run_dispatch(ch, r, c, &q);
+    dc_free(cont);
 }
 
 /* ---- aggregation ---- */
